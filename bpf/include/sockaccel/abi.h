@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The one ABI shared by the BPF programs (bpf/NAME.bpf.c) and the daemon (C++).
+ *
+ * Everything a map holds is defined here, with fixed-width fields, explicit
+ * padding and size asserts on both sides. Pinned maps outlive the daemon that
+ * created them, so any change to a layout or meaning below MUST bump
+ * SOCKACCEL_ABI_VERSION: a daemon only adopts pinned state whose config map
+ * carries the same version.
+ */
+#ifndef SOCKACCEL_ABI_H
+#define SOCKACCEL_ABI_H
+
+#include <linux/types.h>
+
+#define SOCKACCEL_ABI_VERSION 1
+
+/* Address families as the kernel reports them (AF_INET, AF_INET6). Spelled out
+ * so the BPF side does not need <sys/socket.h>. */
+#define SOCKACCEL_AF_INET 2
+#define SOCKACCEL_AF_INET6 10
+
+/*
+ * Key of the sockhash: one socket, seen from its own side.
+ *
+ * - family is SOCKACCEL_AF_INET or SOCKACCEL_AF_INET6. An IPv4-mapped IPv6
+ *   connection (::ffff:a.b.c.d on a dual-stack socket) is stored as
+ *   SOCKACCEL_AF_INET, so it matches an IPv4-only peer socket.
+ * - Addresses are in network byte order. IPv4 uses local_ip[0] and
+ *   remote_ip[0]; the other words are zero.
+ * - Ports are in host byte order.
+ * - netns is the network namespace cookie when either address is loopback,
+ *   and 0 otherwise. Every network namespace has its own 127.0.0.1, so two
+ *   containers can hold the same loopback 4-tuple; without the cookie one
+ *   container's sends could be redirected into the other's socket.
+ *   Non-loopback peers may sit in another namespace on the host (containers
+ *   on a bridge), so their key cannot carry it.
+ *
+ * The peer of a socket has the same key with local and remote swapped.
+ * Always build keys from a zeroed struct: the padding is hashed too.
+ */
+struct sockaccel_key {
+	__u64 netns;
+	__u32 local_ip[4];
+	__u32 remote_ip[4];
+	__u16 family;
+	__u16 local_port;
+	__u16 remote_port;
+	__u16 pad;
+};
+
+/* Indexes into the per-CPU counter array (one __u64 per CPU each). The daemon
+ * sums the CPUs. Append only; renumbering is an ABI change. */
+enum sockaccel_counter {
+	/* sockops: sockets inserted into the sockhash. */
+	SOCKACCEL_CNT_SOCKETS_ADDED = 0,
+	/* sockops: insert failed because the sockhash is full (-E2BIG/-ENOMEM). */
+	SOCKACCEL_CNT_ADD_FAILED_FULL,
+	/* sockops: insert failed for another reason (e.g. -EEXIST, -EBUSY). */
+	SOCKACCEL_CNT_ADD_FAILED_OTHER,
+	/* sockops: established sockets not inserted because inserting is off. */
+	SOCKACCEL_CNT_ADD_SKIPPED_DISABLED,
+	/* sockops: not inserted because data already left through TCP (TFO). */
+	SOCKACCEL_CNT_ADD_SKIPPED_DATA_SENT,
+	/* sk_msg: messages and bytes redirected into the peer's receive queue. */
+	SOCKACCEL_CNT_REDIRECT_MSGS,
+	SOCKACCEL_CNT_REDIRECT_BYTES,
+	/* sk_msg: the peer was not in the sockhash; the send took TCP. */
+	SOCKACCEL_CNT_REDIRECT_MISSES,
+	/* sk_msg: sockets that the ordering rule holds on TCP for good. */
+	SOCKACCEL_CNT_TCP_PATH_SOCKETS,
+	/* sk_msg: messages and bytes that took TCP (miss, drain or TCP-path). */
+	SOCKACCEL_CNT_PASS_MSGS,
+	SOCKACCEL_CNT_PASS_BYTES,
+	/* sk_msg: a socket without its ordering-rule storage sent; it never
+	 * redirects (the safe choice). Should stay 0; counted so it is visible. */
+	SOCKACCEL_CNT_STORAGE_MISSING,
+	SOCKACCEL_CNT__MAX,
+};
+
+/* Bits of sockaccel_config.flags. */
+enum sockaccel_config_flag {
+	/* sockops inserts newly established sockets. Cleared by "detach". */
+	SOCKACCEL_CFG_INSERT = 1u << 0,
+	/* sk_msg redirects. Cleared to drain: every sender then falls back to
+	 * TCP for good (see the ordering rule in sockaccel.bpf.c). */
+	SOCKACCEL_CFG_REDIRECT = 1u << 1,
+};
+
+/* Run-time configuration: element 0 of an array map. Written by the daemon,
+ * read by every program on every event, so changing behaviour never needs a
+ * program reload. */
+struct sockaccel_config {
+	__u32 abi_version; /* SOCKACCEL_ABI_VERSION of the daemon that created it */
+	__u32 flags;       /* enum sockaccel_config_flag */
+	__u64 reserved[3]; /* zero; room to grow without a new layout */
+};
+
+/* Bits of sockaccel_sk_state.flags (socket-local storage). */
+enum sockaccel_sk_flag {
+	/* This socket has sent at least one byte through the TCP stack, so it
+	 * must never redirect again (kernel-facts fact 2: the receiver would read
+	 * later redirected bytes before the earlier TCP bytes). */
+	SOCKACCEL_SK_TCP_PATH = 1u << 0,
+	/* A drain has claimed this socket: it never redirects again, and it
+	 * leaves the sockhash once that is safe. Set by the drain iterator. */
+	SOCKACCEL_SK_DRAINING = 1u << 1,
+	/* Seen with no send in progress after DRAINING was set (in an earlier
+	 * drain pass), so no redirect from this socket can still be in flight:
+	 * every later send reads DRAINING and takes TCP. Sticky. */
+	SOCKACCEL_SK_QUIESCED = 1u << 2,
+};
+
+/* Per-socket state in a BPF_MAP_TYPE_SK_STORAGE map; lives and dies with the
+ * socket, whatever happens to the sockhash entry. */
+struct sockaccel_sk_state {
+	__u32 flags;   /* enum sockaccel_sk_flag */
+	__u32 sending; /* tcp_bpf_sendmsg calls in progress (fentry/fexit) */
+};
+
+/* What the drain iterator does on this pass (sockaccel_drain_ctl.mode). */
+enum sockaccel_drain_mode {
+	/* Mark every socket DRAINING; mark QUIESCED where allowed; report. */
+	SOCKACCEL_DRAIN_SCAN = 1,
+	/* Delete sockets whose cookie is in drain_delete and whose redirect
+	 * queue is empty; report. */
+	SOCKACCEL_DRAIN_DELETE = 2,
+	/* Delete every socket whose cookie is in drain_delete, unread data
+	 * included (flush-map --force); report the bytes dropped. */
+	SOCKACCEL_DRAIN_FORCE_DELETE = 3,
+};
+
+/* Element 0 of the drain_ctl array map, written before each pass. */
+struct sockaccel_drain_ctl {
+	__u32 mode; /* enum sockaccel_drain_mode */
+	__u32 pad;
+};
+
+/* Bits of sockaccel_drain_record.status. */
+enum sockaccel_drain_status {
+	SOCKACCEL_DRAIN_EMPTY = 1u << 0,         /* no unread redirected data */
+	SOCKACCEL_DRAIN_DELETED = 1u << 1,       /* removed from the sockhash in this pass */
+	SOCKACCEL_DRAIN_FOREIGN = 1u << 2,       /* no sk_state: not inserted by us */
+	SOCKACCEL_DRAIN_BYTES_KNOWN = 1u << 3,   /* pending_bytes is exact */
+};
+
+/* One record per sockhash entry, written by the drain iterator to its
+ * seq_file and read by the daemon. */
+struct sockaccel_drain_record {
+	struct sockaccel_key key;
+	__u64 cookie;
+	__u64 pending_bytes; /* unread redirected bytes (exact if BYTES_KNOWN) */
+	__u32 sk_flags;      /* enum sockaccel_sk_flag, after this pass */
+	__u32 status;        /* enum sockaccel_drain_status */
+};
+
+#ifdef __cplusplus
+static_assert(sizeof(struct sockaccel_key) == 48, "sockaccel_key layout");
+static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout");
+static_assert(sizeof(struct sockaccel_sk_state) == 8, "sockaccel_sk_state layout");
+static_assert(sizeof(struct sockaccel_drain_ctl) == 8, "sockaccel_drain_ctl layout");
+static_assert(sizeof(struct sockaccel_drain_record) == 72, "sockaccel_drain_record layout");
+#else
+_Static_assert(sizeof(struct sockaccel_key) == 48, "sockaccel_key layout");
+_Static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout");
+_Static_assert(sizeof(struct sockaccel_sk_state) == 8, "sockaccel_sk_state layout");
+_Static_assert(sizeof(struct sockaccel_drain_ctl) == 8, "sockaccel_drain_ctl layout");
+_Static_assert(sizeof(struct sockaccel_drain_record) == 72, "sockaccel_drain_record layout");
+#endif
+
+#endif /* SOCKACCEL_ABI_H */

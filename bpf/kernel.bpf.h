@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * The few kernel-internal types the drain reads, declared locally with
+ * preserve_access_index. libbpf relocates every field access against the
+ * running kernel's BTF (CO-RE), so the object is not tied to the headers of
+ * the build host's kernel, and a field that moved between 6.1 and 6.18 is
+ * found where it is. Only the fields used are declared.
+ */
+#ifndef SOCKACCEL_KERNEL_BPF_H
+#define SOCKACCEL_KERNEL_BPF_H
+
+#include <linux/types.h>
+
+struct list_head {
+	struct list_head *next;
+	struct list_head *prev;
+} __attribute__((preserve_access_index));
+
+typedef struct {
+	int counter;
+} atomic_t;
+
+struct refcount_struct {
+	atomic_t refs;
+} __attribute__((preserve_access_index));
+
+/* include/linux/skmsg.h. msg_tot_len (unread redirected bytes) exists in
+ * recent kernels only; check with bpf_core_field_exists(). */
+struct sk_psock {
+	struct list_head ingress_msg;
+	__u32 msg_tot_len;
+	struct refcount_struct refcnt;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	void *sk_user_data;
+} __attribute__((preserve_access_index));
+
+struct msghdr;
+struct seq_file;
+struct bpf_map;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+	__u64 session_id;
+	__u64 seq_num;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__sockmap {
+	struct bpf_iter_meta *meta;
+	struct bpf_map *map;
+	void *key;
+	struct sock *sk;
+} __attribute__((preserve_access_index));
+
+/* sk_user_data carries flag bits in its low bits (SK_USER_DATA_NOCOPY,
+ * _BPF, _PSOCK in include/net/sock.h); the pointer is what is left. */
+#define SOCKACCEL_SK_USER_DATA_PTRMASK (~7UL)
+
+#endif /* SOCKACCEL_KERNEL_BPF_H */

@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The sockaccel data plane.
+ *
+ *  - sockaccel_sockops (sockops, attached to a cgroup): puts every newly
+ *    established TCP socket of the cgroup into sock_hash.
+ *  - sockaccel_redirect (sk_msg, attached to sock_hash): redirects each send
+ *    of a socket in sock_hash straight into its peer's receive queue, when the
+ *    peer is in sock_hash too; otherwise the send takes the TCP stack.
+ *
+ * Data safety, the reason for most of the code here (kernel-facts.md):
+ *  - Ordering rule (fact 2). tcp_bpf_recvmsg() serves redirected data before
+ *    data that came through the TCP stack. So once a socket has sent a single
+ *    byte through TCP, it must never redirect again, or its peer could read
+ *    later bytes first. That mark lives in socket-local storage, created at
+ *    insert time; a socket without it never redirects.
+ *  - Never drop: every path returns SK_PASS, and apply_bytes/cork are never
+ *    used, so a verdict can only choose between "redirect" and "TCP".
+ *  - Lossless drain (fact 1: deleting a socket frees its unread redirected
+ *    data). sockaccel_drain, a sockhash iterator, removes a socket only when
+ *    no redirected byte is unread in it and none can still arrive; see the
+ *    comment above it and docs/architecture.md.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+#include "sockaccel/abi.h"
+#include "sockaccel/key.h"
+#include "kernel.bpf.h"
+
+/* errno values, without pulling libc headers into BPF code. */
+#define E2BIG_ 7
+#define ENOMEM_ 12
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Capacity is set by the daemon before load (bpf_map__set_max_entries). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sockaccel_key);
+	__type(value, __u64); /* 8 bytes: user space reads back socket cookies */
+} sock_hash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sockaccel_sk_state);
+} sk_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sockaccel_config);
+} config SEC(".maps");
+
+/* Drain pass control and the cookies the daemon has judged safe to delete. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sockaccel_drain_ctl);
+} drain_ctl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536); /* set to the sockhash capacity before load */
+	__type(key, __u64);
+	__type(value, __u8);
+} drain_delete SEC(".maps");
+
+/* Set before load from the feature probe: true when fentry/fexit on
+ * tcp_bpf_sendmsg are available to count sends in progress exactly. */
+const volatile __u8 track_sends = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SOCKACCEL_CNT__MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	/* Per-CPU, but a preemptible kernel can interleave two programs on one
+	 * CPU; the atomic add keeps the totals exact. */
+	if (v)
+		__sync_fetch_and_add(v, n);
+}
+
+static __always_inline __u32 config_flags(void)
+{
+	__u32 zero = 0;
+	struct sockaccel_config *cfg = bpf_map_lookup_elem(&config, &zero);
+
+	return cfg ? cfg->flags : 0;
+}
+
+SEC("sockops")
+int sockaccel_sockops(struct bpf_sock_ops *skops)
+{
+	struct sockaccel_sock_fields f = {};
+	struct sockaccel_key key;
+	struct sockaccel_sk_state *st;
+	struct bpf_sock *sk;
+	long err;
+
+	/* Inserting is only allowed from the ESTABLISHED callbacks (fact 6). */
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
+	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+	if (skops->family != SOCKACCEL_AF_INET && skops->family != SOCKACCEL_AF_INET6)
+		return 1;
+
+	if (!(config_flags() & SOCKACCEL_CFG_INSERT)) {
+		count(SOCKACCEL_CNT_ADD_SKIPPED_DISABLED, 1);
+		return 1;
+	}
+	/* TCP Fast Open can carry data in the SYN, before this callback. That
+	 * data went through TCP, so by the ordering rule this socket may never
+	 * redirect: leave it out. */
+	if (skops->data_segs_out > 0) {
+		count(SOCKACCEL_CNT_ADD_SKIPPED_DATA_SENT, 1);
+		return 1;
+	}
+
+	f.family = skops->family;
+	f.local_ip4 = skops->local_ip4;
+	f.remote_ip4 = skops->remote_ip4;
+	f.local_ip6[0] = skops->local_ip6[0];
+	f.local_ip6[1] = skops->local_ip6[1];
+	f.local_ip6[2] = skops->local_ip6[2];
+	f.local_ip6[3] = skops->local_ip6[3];
+	f.remote_ip6[0] = skops->remote_ip6[0];
+	f.remote_ip6[1] = skops->remote_ip6[1];
+	f.remote_ip6[2] = skops->remote_ip6[2];
+	f.remote_ip6[3] = skops->remote_ip6[3];
+	f.local_port = skops->local_port;
+	f.remote_port = skops->remote_port;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	if (sockaccel_key_from_fields(&key, &f, bpf_get_netns_cookie(skops)) < 0)
+		return 1;
+
+	/* The ordering-rule mark must exist before the socket can send through
+	 * sk_msg: without it the socket would have nowhere to record a TCP send.
+	 * No storage, no insert. */
+	sk = skops->sk;
+	if (!sk) {
+		count(SOCKACCEL_CNT_ADD_FAILED_OTHER, 1);
+		return 1;
+	}
+	st = bpf_sk_storage_get(&sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		count(SOCKACCEL_CNT_ADD_FAILED_OTHER, 1);
+		return 1;
+	}
+
+	err = bpf_sock_hash_update(skops, &sock_hash, &key, BPF_NOEXIST);
+	if (err == 0)
+		count(SOCKACCEL_CNT_SOCKETS_ADDED, 1);
+	else if (err == -E2BIG_ || err == -ENOMEM_)
+		count(SOCKACCEL_CNT_ADD_FAILED_FULL, 1);
+	else
+		count(SOCKACCEL_CNT_ADD_FAILED_OTHER, 1);
+	return 1;
+}
+
+SEC("sk_msg")
+int sockaccel_redirect(struct sk_msg_md *msg)
+{
+	struct sockaccel_sock_fields f = {};
+	struct sockaccel_key key, peer;
+	struct sockaccel_sk_state *st;
+	struct bpf_sock *sk = msg->sk;
+	__u32 size = msg->size;
+
+	if (!sk)
+		goto pass;
+	/* Created by sockops at insert; missing means "never redirect". */
+	st = bpf_sk_storage_get(&sk_state, sk, 0, 0);
+	if (!st) {
+		count(SOCKACCEL_CNT_STORAGE_MISSING, 1);
+		goto pass;
+	}
+	if (st->flags & SOCKACCEL_SK_TCP_PATH)
+		goto pass;
+	if ((st->flags & SOCKACCEL_SK_DRAINING) || !(config_flags() & SOCKACCEL_CFG_REDIRECT))
+		goto mark_tcp_path;
+
+	f.family = msg->family;
+	f.local_ip4 = msg->local_ip4;
+	f.remote_ip4 = msg->remote_ip4;
+	f.local_ip6[0] = msg->local_ip6[0];
+	f.local_ip6[1] = msg->local_ip6[1];
+	f.local_ip6[2] = msg->local_ip6[2];
+	f.local_ip6[3] = msg->local_ip6[3];
+	f.remote_ip6[0] = msg->remote_ip6[0];
+	f.remote_ip6[1] = msg->remote_ip6[1];
+	f.remote_ip6[2] = msg->remote_ip6[2];
+	f.remote_ip6[3] = msg->remote_ip6[3];
+	f.local_port = msg->local_port;
+	f.remote_port = msg->remote_port;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	if (sockaccel_key_from_fields(&key, &f, bpf_get_netns_cookie(msg)) < 0)
+		goto mark_tcp_path;
+	__builtin_memset(&peer, 0, sizeof(peer));
+	sockaccel_key_peer(&peer, &key);
+
+	if (bpf_msg_redirect_hash(msg, &sock_hash, &peer, BPF_F_INGRESS) == SK_PASS) {
+		count(SOCKACCEL_CNT_REDIRECT_MSGS, 1);
+		count(SOCKACCEL_CNT_REDIRECT_BYTES, size);
+		return SK_PASS;
+	}
+	count(SOCKACCEL_CNT_REDIRECT_MISSES, 1);
+
+mark_tcp_path:
+	/* This send takes TCP; from now on so must every send of this socket.
+	 * Atomic: the drain iterator sets other bits of the same word. */
+	__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_TCP_PATH);
+	count(SOCKACCEL_CNT_TCP_PATH_SOCKETS, 1);
+pass:
+	count(SOCKACCEL_CNT_PASS_MSGS, 1);
+	count(SOCKACCEL_CNT_PASS_BYTES, size);
+	return SK_PASS;
+}
+
+/*
+ * Sends in progress, per socket. tcp_bpf_sendmsg() runs the verdict under
+ * the socket lock, then releases the lock and enqueues into the peer
+ * (tcp_bpf_send_verdict -> tcp_bpf_sendmsg_redir in net/ipv4/tcp_bpf.c), so
+ * a redirect decided before a drain marked the socket can still be landing
+ * after the mark. Once "sending" has been seen at 0 after the mark, every
+ * such redirect has landed, and every later send reads the mark.
+ * These run for every socket that uses tcp_bpf (sockmap members only); a
+ * socket without our storage costs one failed lookup.
+ */
+SEC("fentry/tcp_bpf_sendmsg")
+int BPF_PROG(sockaccel_send_enter, struct sock *sk)
+{
+	struct sockaccel_sk_state *st = bpf_sk_storage_get(&sk_state, sk, 0, 0);
+
+	if (st)
+		__sync_fetch_and_add(&st->sending, 1);
+	return 0;
+}
+
+SEC("fexit/tcp_bpf_sendmsg")
+int BPF_PROG(sockaccel_send_exit, struct sock *sk)
+{
+	struct sockaccel_sk_state *st = bpf_sk_storage_get(&sk_state, sk, 0, 0);
+
+	/* Never below zero, even for a call that entered before fentry was
+	 * attached. */
+	if (st && st->sending > 0)
+		__sync_fetch_and_add(&st->sending, -1);
+	return 0;
+}
+
+static __always_inline struct sk_psock *sk_psock_of(struct sock *sk)
+{
+	unsigned long data = (unsigned long)BPF_CORE_READ(sk, sk_user_data);
+
+	return (struct sk_psock *)(data & SOCKACCEL_SK_USER_DATA_PTRMASK);
+}
+
+/*
+ * The drain, one pass per iteration over the sockhash (the daemon runs
+ * passes until the sockets it claimed are gone, see daemon/src/drain.cpp):
+ *
+ *  SCAN: claim each socket (DRAINING: it never redirects again). A socket
+ *    claimed in an earlier pass whose sends in progress are zero is
+ *    QUIESCED: nothing it redirected is still in flight. Report each socket
+ *    with its unread redirected bytes (psock->ingress_msg).
+ *  DELETE: the daemon has put into drain_delete the cookies of sockets that
+ *    are QUIESCED, empty, and whose peer is QUIESCED or gone, so nothing can
+ *    arrive any more. Delete them if their queue is still empty.
+ *
+ * Deleting from here, inside the iteration, is what makes the check and the
+ * delete one step: the daemon never deletes by key, so a socket that closed
+ * and had its 4-tuple reused is never hit.
+ */
+SEC("iter/sockmap")
+int sockaccel_drain(struct bpf_iter__sockmap *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct sockaccel_drain_record rec = {};
+	struct sockaccel_sk_state *st;
+	struct sockaccel_drain_ctl *dc;
+	struct sk_psock *psock;
+	struct sock *sk = ctx->sk;
+	void *key = ctx->key;
+	struct list_head *head;
+	__u32 zero = 0, old;
+
+	if (!sk || !key)
+		return 0;
+	dc = bpf_map_lookup_elem(&drain_ctl, &zero);
+	if (!dc)
+		return 0;
+	/* The iterator's key is read-only memory; helpers need a copy. */
+	if (bpf_probe_read_kernel(&rec.key, sizeof(rec.key), key))
+		return 0;
+	rec.cookie = bpf_get_socket_cookie(sk);
+
+	psock = sk_psock_of(sk);
+	if (psock) {
+		head = (struct list_head *)((void *)psock +
+					    bpf_core_field_offset(struct sk_psock, ingress_msg));
+		if (BPF_CORE_READ(psock, ingress_msg.next) == head)
+			rec.status |= SOCKACCEL_DRAIN_EMPTY;
+		if (bpf_core_field_exists(psock->msg_tot_len)) {
+			rec.pending_bytes = BPF_CORE_READ(psock, msg_tot_len);
+			rec.status |= SOCKACCEL_DRAIN_BYTES_KNOWN;
+		}
+	}
+
+	st = bpf_sk_storage_get(&sk_state, sk, 0, 0);
+	if (!st) {
+		rec.status |= SOCKACCEL_DRAIN_FOREIGN;
+		goto out;
+	}
+
+	if (dc->mode == SOCKACCEL_DRAIN_SCAN) {
+		/* Atomic: the full barrier orders the mark before anything this
+		 * socket's next sendmsg reads. */
+		old = __sync_fetch_and_or(&st->flags, SOCKACCEL_SK_DRAINING);
+		if ((old & SOCKACCEL_SK_DRAINING) && !(old & SOCKACCEL_SK_QUIESCED)) {
+			int quiet;
+
+			if (track_sends)
+				quiet = st->sending == 0;
+			else
+				/* Without fentry: only the sockhash holds the psock,
+				 * so no send (or receive) is in progress. Safe, but
+				 * a blocked reader delays the drain. */
+				quiet = psock && BPF_CORE_READ(psock, refcnt.refs.counter) == 1;
+			if (quiet)
+				__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_QUIESCED);
+		}
+	} else if (dc->mode == SOCKACCEL_DRAIN_DELETE ||
+		   dc->mode == SOCKACCEL_DRAIN_FORCE_DELETE) {
+		if (bpf_map_lookup_elem(&drain_delete, &rec.cookie) &&
+		    ((rec.status & SOCKACCEL_DRAIN_EMPTY) ||
+		     dc->mode == SOCKACCEL_DRAIN_FORCE_DELETE) &&
+		    bpf_map_delete_elem(&sock_hash, &rec.key) == 0)
+			rec.status |= SOCKACCEL_DRAIN_DELETED;
+	}
+	rec.sk_flags = st->flags;
+out:
+	bpf_seq_write(seq, &rec, sizeof(rec));
+	return 0;
+}

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "config.h"
+
+#include <array>
+#include <fstream>
+#include <sstream>
+
+namespace sockaccel {
+namespace {
+
+using nlohmann::json;
+
+// Collects the first error; parsing stops reporting after it so the one line
+// the operator sees is the first thing wrong in the file.
+class Parser {
+public:
+    explicit Parser(std::string_view source) : source_(source) {}
+
+    bool failed() const { return !error_.empty(); }
+    const std::string& error() const { return error_; }
+
+    void fail(std::string_view key, std::string_view what) {
+        if (failed()) return;
+        error_ = std::string(source_) + ": key \"" + std::string(key) + "\": " + std::string(what);
+    }
+
+    // Rejects keys of `obj` not in `known`.
+    template <std::size_t N>
+    void check_keys(const json& obj, std::string_view prefix,
+                    const std::array<std::string_view, N>& known) {
+        for (const auto& [k, v] : obj.items()) {
+            bool ok = false;
+            for (auto name : known) ok = ok || name == k;
+            if (!ok) {
+                if (failed()) return;
+                error_ = std::string(source_) + ": unknown key \"" + join(prefix, k) + "\"";
+                return;
+            }
+        }
+    }
+
+    void string(const json& obj, std::string_view prefix, std::string_view key, std::string& out,
+                bool allow_empty) {
+        auto it = obj.find(std::string(key));
+        if (it == obj.end()) return;
+        if (!it->is_string()) return fail(join(prefix, key), "must be a string");
+        auto value = it->get<std::string>();
+        if (!allow_empty && value.empty()) return fail(join(prefix, key), "must not be empty");
+        if (value.find('\0') != std::string::npos)
+            return fail(join(prefix, key), "must not contain NUL");
+        out = std::move(value);
+    }
+
+    void integer(const json& obj, std::string_view prefix, std::string_view key, std::uint32_t& out,
+                 std::uint64_t min, std::uint64_t max) {
+        auto it = obj.find(std::string(key));
+        if (it == obj.end()) return;
+        auto name = join(prefix, key);
+        if (!it->is_number_integer())
+            return fail(name, "must be an integer between " + std::to_string(min) + " and " +
+                                  std::to_string(max));
+        if (it->is_number_unsigned() ? (it->get<std::uint64_t>() < min ||
+                                        it->get<std::uint64_t>() > max)
+                                     : (it->get<std::int64_t>() < static_cast<std::int64_t>(min) ||
+                                        it->get<std::int64_t>() > static_cast<std::int64_t>(max)))
+            return fail(name, "must be an integer between " + std::to_string(min) + " and " +
+                                  std::to_string(max));
+        out = static_cast<std::uint32_t>(it->get<std::int64_t>());
+    }
+
+    const json* object(const json& obj, std::string_view key) {
+        auto it = obj.find(std::string(key));
+        if (it == obj.end()) return nullptr;
+        if (!it->is_object()) {
+            fail(key, "must be an object");
+            return nullptr;
+        }
+        return &*it;
+    }
+
+private:
+    static std::string join(std::string_view prefix, std::string_view key) {
+        return prefix.empty() ? std::string(key) : std::string(prefix) + "." + std::string(key);
+    }
+
+    std::string_view source_;
+    std::string error_;
+};
+
+bool is_absolute_path(const std::string& p) { return !p.empty() && p.front() == '/'; }
+
+}  // namespace
+
+bool is_valid_log_level(std::string_view level) {
+    for (auto name : {"trace", "debug", "info", "warn", "error", "critical", "off"})
+        if (level == name) return true;
+    return false;
+}
+
+tl::expected<Config, std::string> parse_config(std::string_view text, std::string_view source) {
+    // Non-throwing parse: a config file is input, and input never crashes us.
+    json doc = json::parse(text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/false);
+    if (doc.is_discarded())
+        return tl::unexpected(std::string(source) + ": not valid JSON");
+    if (!doc.is_object())
+        return tl::unexpected(std::string(source) + ": the top level must be a JSON object");
+
+    Config cfg;
+    Parser p(source);
+    p.check_keys(doc, "",
+                 std::array<std::string_view, 6>{"cgroup", "pin_dir", "map_size", "log_level",
+                                                 "control", "drain"});
+    p.string(doc, "", "cgroup", cfg.cgroup, /*allow_empty=*/true);
+    p.string(doc, "", "pin_dir", cfg.pin_dir, false);
+    if (!p.failed() && !is_absolute_path(cfg.pin_dir)) p.fail("pin_dir", "must be an absolute path");
+    p.integer(doc, "", "map_size", cfg.map_size, 1, kMaxMapSize);
+    p.string(doc, "", "log_level", cfg.log_level, false);
+    if (!p.failed() && !is_valid_log_level(cfg.log_level))
+        p.fail("log_level", "must be one of trace, debug, info, warn, error, critical, off");
+
+    if (const json* control = p.object(doc, "control")) {
+        p.check_keys(*control, "control",
+                     std::array<std::string_view, 5>{"socket", "group", "admin_group",
+                                                     "max_clients", "idle_timeout_sec"});
+        p.string(*control, "control", "socket", cfg.control.socket, false);
+        if (!p.failed() && !is_absolute_path(cfg.control.socket))
+            p.fail("control.socket", "must be an absolute path");
+        // sun_path holds 108 bytes including the terminating NUL.
+        if (!p.failed() && cfg.control.socket.size() > 107)
+            p.fail("control.socket", "must be at most 107 bytes long");
+        p.string(*control, "control", "group", cfg.control.group, true);
+        p.string(*control, "control", "admin_group", cfg.control.admin_group, true);
+        p.integer(*control, "control", "max_clients", cfg.control.max_clients, 1, 65536);
+        p.integer(*control, "control", "idle_timeout_sec", cfg.control.idle_timeout_sec, 1, 86400);
+    }
+    if (const json* drain = p.object(doc, "drain")) {
+        p.check_keys(*drain, "drain", std::array<std::string_view, 1>{"stop_timeout_sec"});
+        p.integer(*drain, "drain", "stop_timeout_sec", cfg.drain.stop_timeout_sec, 0, 3600);
+    }
+    if (p.failed()) return tl::unexpected(p.error());
+    return cfg;
+}
+
+tl::expected<Config, std::string> load_config_file(const std::string& path, bool missing_ok) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        int err = errno;
+        if (err == ENOENT && missing_ok) return Config{};
+        return tl::unexpected(path + ": cannot read: " + std::generic_category().message(err));
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (in.bad()) return tl::unexpected(path + ": read error");
+    return parse_config(text.str(), path);
+}
+
+nlohmann::json config_to_json(const Config& c) {
+    return {
+        {"cgroup", c.cgroup},
+        {"pin_dir", c.pin_dir},
+        {"map_size", c.map_size},
+        {"log_level", c.log_level},
+        {"control",
+         {{"socket", c.control.socket},
+          {"group", c.control.group},
+          {"admin_group", c.control.admin_group},
+          {"max_clients", c.control.max_clients},
+          {"idle_timeout_sec", c.control.idle_timeout_sec}}},
+        {"drain", {{"stop_timeout_sec", c.drain.stop_timeout_sec}}},
+    };
+}
+
+}  // namespace sockaccel

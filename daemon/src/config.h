@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// sockacceld's configuration: the JSON file (default
+// /etc/sockaccel/sockacceld.json, see docs/operations.md and
+// sockacceld.json(5)) with command-line overrides on top.
+//
+// Every key is optional; a missing file means all defaults. Parsing is
+// strict: an unknown key, a wrong type or an out-of-range value is an error
+// naming the key, and nothing of the bad file is applied. Pure code, no I/O
+// apart from reading the file; safe to call from any thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+#include <tl/expected.hpp>
+
+namespace sockaccel {
+
+inline constexpr const char* kDefaultConfigPath = "/etc/sockaccel/sockacceld.json";
+inline constexpr const char* kDefaultPinDir = "/sys/fs/bpf/sockaccel";
+inline constexpr const char* kDefaultControlSocket = "/run/sockaccel/sockacceld.sock";
+inline constexpr std::uint32_t kDefaultMapSize = 65536;
+inline constexpr std::uint32_t kMaxMapSize = 1u << 24;
+
+struct ControlConfig {
+    std::string socket = kDefaultControlSocket;  // Unix socket path
+    std::string group = "sockaccel";             // group owning the socket (0660)
+    std::string admin_group = "sockaccel";       // members may run mutating commands
+    std::uint32_t max_clients = 64;              // concurrent connections; excess refused
+    std::uint32_t idle_timeout_sec = 30;         // close a silent connection after this
+};
+
+struct DrainConfig {
+    // SIGTERM waits at most this long for sockets to drain; what is left
+    // stays pinned so no unread data is freed.
+    std::uint32_t stop_timeout_sec = 10;
+};
+
+struct Config {
+    std::string cgroup;  // cgroup v2 directory to attach to; "" = the cgroup v2 root
+    std::string pin_dir = kDefaultPinDir;
+    std::uint32_t map_size = kDefaultMapSize;
+    std::string log_level = "info";  // trace, debug, info, warn, error, critical, off
+    ControlConfig control;
+    DrainConfig drain;
+};
+
+// Parses a config document. `source` names it in error messages (a path).
+// Errors are one line: "<source>: key \"control.group\": must be a string".
+tl::expected<Config, std::string> parse_config(std::string_view text, std::string_view source);
+
+// Reads and parses a file. A missing file gives the defaults when
+// `missing_ok` (the default path); an explicitly named file must exist.
+tl::expected<Config, std::string> load_config_file(const std::string& path, bool missing_ok);
+
+// The config in effect, as reported by `status`.
+nlohmann::json config_to_json(const Config& config);
+
+// True if `level` is one of the names log_level accepts.
+bool is_valid_log_level(std::string_view level);
+
+}  // namespace sockaccel

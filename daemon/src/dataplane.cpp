@@ -1,0 +1,371 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "dataplane.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <cstring>
+#include <vector>
+
+#include "sockaccel.skel.h"
+
+namespace sockaccel {
+namespace {
+
+// Pin names under the pin directory. bpffs refuses names with a dot.
+constexpr const char* kPinSockHash = "sock_hash";
+constexpr const char* kPinSkState = "sk_state";
+constexpr const char* kPinConfig = "config";
+constexpr const char* kPinCounters = "counters";
+constexpr const char* kPinSockopsLink = "sockops_link";
+
+std::string errstr(int err) { return std::generic_category().message(err < 0 ? -err : err); }
+
+// One line naming what the operator can do about a refused bpf() call.
+[[noreturn]] void throw_bpf_error(const std::string& what, int err) {
+    if (err < 0) err = -err;
+    if (err == EPERM || err == EACCES)
+        throw StartupError(what + ": permission denied; sockacceld needs root, or CAP_BPF, "
+                                  "CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_RESOURCE");
+    if (err == ENOSYS)
+        throw StartupError(what + ": this kernel does not support BPF (bpf() returned ENOSYS)");
+    throw StartupError(what + ": " + errstr(err));
+}
+
+std::uint32_t prog_id(int fd) {
+    bpf_prog_info info{};
+    __u32 len = sizeof(info);
+    return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
+}
+
+std::uint32_t map_id(int fd) {
+    bpf_map_info info{};
+    __u32 len = sizeof(info);
+    return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
+}
+
+struct LinkInfo {
+    std::uint32_t id = 0;
+    std::uint64_t cgroup_id = 0;
+};
+
+LinkInfo link_info(int fd) {
+    bpf_link_info info{};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return {};
+    return {info.id, info.type == BPF_LINK_TYPE_CGROUP ? info.cgroup.cgroup_id : 0};
+}
+
+// The cgroup v2 id is the kernfs inode number of the cgroup directory.
+std::uint64_t cgroup_id(const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+Result<std::uint64_t> count_keys(int map_fd) {
+    sockaccel_key key{}, next{};
+    std::uint64_t n = 0;
+    const void* prev = nullptr;
+    while (bpf_map_get_next_key(map_fd, prev, &next) == 0) {
+        ++n;
+        key = next;
+        prev = &key;
+    }
+    if (errno != ENOENT) return errno_error("walk sockhash");
+    return n;
+}
+
+// Reads the ABI version a pinned config map carries; nullopt if unreadable.
+std::optional<std::uint32_t> pinned_abi_version(const std::string& config_pin) {
+    UniqueFd fd(bpf_obj_get(config_pin.c_str()));
+    if (!fd) return std::nullopt;
+    bpf_map_info info{};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0 ||
+        info.value_size != sizeof(sockaccel_config) || info.type != BPF_MAP_TYPE_ARRAY)
+        return std::nullopt;
+    __u32 zero = 0;
+    sockaccel_config cfg{};
+    if (bpf_map_lookup_elem(fd.get(), &zero, &cfg) != 0) return std::nullopt;
+    return cfg.abi_version;
+}
+
+}  // namespace
+
+void DataPlane::check_privilege() {
+    UniqueFd fd(bpf_map_create(BPF_MAP_TYPE_ARRAY, "sa_probe", 4, 4, 1, nullptr));
+    if (!fd) throw_bpf_error("create a BPF map", errno);
+}
+
+Result<std::vector<MapLayout>> DataPlane::embedded_maps() {
+    struct ::sockaccel_bpf* skel = sockaccel_bpf__open();
+    if (!skel) return errno_error("open BPF skeleton");
+    std::vector<MapLayout> out;
+    bpf_map* map;
+    bpf_object__for_each_map(map, skel->obj) {
+        out.push_back({bpf_map__name(map), static_cast<std::uint32_t>(bpf_map__type(map)),
+                       bpf_map__key_size(map), bpf_map__value_size(map),
+                       bpf_map__max_entries(map)});
+    }
+    sockaccel_bpf__destroy(skel);
+    return out;
+}
+
+std::string DataPlane::pin_path(const char* name) const { return info_.pin_dir + "/" + name; }
+
+std::unique_ptr<DataPlane> DataPlane::start(const DataPlaneOptions& options) {
+    std::unique_ptr<DataPlane> dp(new DataPlane());
+    dp->info_.cgroup_path = options.cgroup_path;
+    dp->info_.pin_dir = options.pin_dir;
+    dp->open_and_load(options);
+    dp->attach(options);
+    return dp;
+}
+
+void DataPlane::open_and_load(const DataPlaneOptions& options) {
+    // Optional mechanisms, most capable first. A kernel (or sandbox) that
+    // refuses one still gets a working, lossless data plane without it:
+    //  - fentry/fexit on tcp_bpf_sendmsg count sends in progress exactly;
+    //    without them the drain waits for the psock's own reference alone.
+    //  - the sockhash iterator is the lossless drain; without it sockets
+    //    are never deleted, only left to close.
+    // Which one a kernel lacks is found by trying, never by version.
+    struct Attempt {
+        bool send_tracking;
+        bool drain_iterator;
+    };
+    const Attempt attempts[] = {{true, true}, {false, true}, {false, false}};
+    int last_err = 0;
+    for (const auto& attempt : attempts) {
+        if (skel_) sockaccel_bpf__destroy(skel_);
+        skel_ = sockaccel_bpf__open();
+        if (!skel_) throw_bpf_error("open BPF skeleton", errno);
+        if (int err = bpf_map__set_max_entries(skel_->maps.sock_hash, options.map_size))
+            throw_bpf_error("set sockhash capacity", err);
+        if (int err = bpf_map__set_max_entries(skel_->maps.drain_delete, options.map_size))
+            throw_bpf_error("set drain map capacity", err);
+        skel_->rodata->track_sends = attempt.send_tracking ? 1 : 0;
+        bpf_program__set_autoload(skel_->progs.sockaccel_send_enter, attempt.send_tracking);
+        bpf_program__set_autoload(skel_->progs.sockaccel_send_exit, attempt.send_tracking);
+        bpf_program__set_autoload(skel_->progs.sockaccel_drain, attempt.drain_iterator);
+        adopt_or_reset_pins();
+        last_err = sockaccel_bpf__load(skel_);
+        if (last_err == 0) {
+            features_.send_tracking = attempt.send_tracking;
+            features_.drain_iterator = attempt.drain_iterator;
+            break;
+        }
+        last_err = -last_err;
+        // The core programs themselves were refused: no fallback helps.
+        if (last_err == ENOSYS) break;
+    }
+    if (last_err != 0) {
+        if (last_err == EPERM || last_err == EACCES || last_err == ENOSYS)
+            throw_bpf_error("load BPF programs", last_err);
+        throw StartupError("load BPF programs: " + errstr(last_err) +
+                           " (the kernel verifier or loader refused them; run with "
+                           "--log-level debug for the verifier log)");
+    }
+
+    if (!info_.adopted) {
+        for (const auto& p : map_pins())
+            if (int err = bpf_map__pin(p.map, pin_path(p.name).c_str()))
+                throw_bpf_error("pin map at " + pin_path(p.name), err);
+    }
+    info_.capacity = bpf_map__max_entries(skel_->maps.sock_hash);
+    info_.sock_hash_map_id = map_id(bpf_map__fd(skel_->maps.sock_hash));
+    info_.sockops_prog_id = prog_id(bpf_program__fd(skel_->progs.sockaccel_sockops));
+    info_.sk_msg_prog_id = prog_id(bpf_program__fd(skel_->progs.sockaccel_redirect));
+}
+
+std::vector<DataPlane::MapPin> DataPlane::map_pins() const {
+    return {
+        {skel_->maps.sock_hash, kPinSockHash},
+        {skel_->maps.sk_state, kPinSkState},
+        {skel_->maps.config, kPinConfig},
+        {skel_->maps.counters, kPinCounters},
+    };
+}
+
+void DataPlane::adopt_or_reset_pins() {
+    const auto pins = map_pins();
+    info_.adopted = false;
+    // Adopt the state a previous run pinned, if it speaks our ABI: its
+    // sockets keep being accelerated and its counters continue.
+    bool any_pinned = false;
+    for (const auto& p : pins) any_pinned = any_pinned || path_exists(pin_path(p.name));
+    if (!any_pinned) return;
+    auto version = pinned_abi_version(pin_path(kPinConfig));
+    bool all_pinned = true;
+    for (const auto& p : pins) all_pinned = all_pinned && path_exists(pin_path(p.name));
+    if (version && *version == SOCKACCEL_ABI_VERSION && all_pinned) {
+        for (const auto& p : pins) {
+            UniqueFd fd(bpf_obj_get(pin_path(p.name).c_str()));
+            if (!fd) throw_bpf_error("open pinned map " + pin_path(p.name), errno);
+            // reuse_fd copies the pinned map's definition, so a changed
+            // map_size does not resize (that would need a new map).
+            if (int err = bpf_map__reuse_fd(p.map, fd.get()))
+                throw_bpf_error("adopt pinned map " + pin_path(p.name), err);
+        }
+        info_.adopted = true;
+        return;
+    }
+    // Foreign or partial state. Replacing it frees the sockets' unread data
+    // unless the old sockhash is empty (fact 1), so only then.
+    std::uint64_t left = 0;
+    UniqueFd old(bpf_obj_get(pin_path(kPinSockHash).c_str()));
+    if (old) {
+        auto n = count_keys(old.get());
+        left = n ? *n : 1;
+    }
+    if (left > 0)
+        throw StartupError(
+            "pinned state in " + info_.pin_dir + " is from an incompatible version (ABI " +
+            (version ? std::to_string(*version) : std::string("unknown")) + ", expected " +
+            std::to_string(SOCKACCEL_ABI_VERSION) + ") and still holds " + std::to_string(left) +
+            " socket(s); replacing it could lose their unread data. Stop the applications "
+            "using them or start with another --pin-dir");
+    for (const char* name : {kPinSockopsLink, kPinSockHash, kPinSkState, kPinConfig, kPinCounters})
+        ::unlink(pin_path(name).c_str());
+}
+
+void DataPlane::attach(const DataPlaneOptions& options) {
+    const int map_fd = bpf_map__fd(skel_->maps.sock_hash);
+    const int msg_fd = bpf_program__fd(skel_->progs.sockaccel_redirect);
+    const int ops_fd = bpf_program__fd(skel_->progs.sockaccel_sockops);
+
+    // sk_msg first: a socket takes its programs from the map when it is
+    // inserted (fact 5), so the verdict must be in place before sockops
+    // inserts anything. On adoption this replaces the old program for new
+    // sockets; existing ones keep theirs, which share these maps.
+    if (bpf_prog_attach(msg_fd, map_fd, BPF_SK_MSG_VERDICT, 0) != 0)
+        throw_bpf_error("attach sk_msg program to the sockhash", errno);
+
+    // Redirect and insert from now on. The ABI version marks the state as
+    // ours for the next start.
+    sockaccel_config cfg{};
+    cfg.abi_version = SOCKACCEL_ABI_VERSION;
+    cfg.flags = SOCKACCEL_CFG_INSERT | SOCKACCEL_CFG_REDIRECT;
+    __u32 zero = 0;
+    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.config), &zero, &cfg, BPF_ANY) != 0)
+        throw_bpf_error("write config map", errno);
+
+    const std::string link_pin = pin_path(kPinSockopsLink);
+    UniqueFd old_link(path_exists(link_pin) ? bpf_obj_get(link_pin.c_str()) : -1);
+    if (old_link && link_info(old_link.get()).cgroup_id == cgroup_id(options.cgroup_path)) {
+        // Same cgroup: swap the program in place, with no moment where new
+        // connections go unseen.
+        if (bpf_link_update(old_link.get(), ops_fd, nullptr) != 0)
+            throw_bpf_error("update pinned sockops link " + link_pin, errno);
+        link_fd_ = std::move(old_link);
+    } else {
+        UniqueFd cg(::open(options.cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!cg) throw StartupError("open cgroup " + options.cgroup_path + ": " + errstr(errno));
+        UniqueFd link(bpf_link_create(ops_fd, cg.get(), BPF_CGROUP_SOCK_OPS, nullptr));
+        if (!link) throw_bpf_error("attach sockops program to cgroup " + options.cgroup_path, errno);
+        if (old_link) {
+            // Pinned on another cgroup by a previous run: the new link is in
+            // place, so dropping the old one leaves no gap.
+            ::unlink(link_pin.c_str());
+            old_link.reset();
+        }
+        if (bpf_obj_pin(link.get(), link_pin.c_str()) != 0)
+            throw_bpf_error("pin sockops link at " + link_pin, errno);
+        link_fd_ = std::move(link);
+    }
+    info_.sockops_link_id = link_info(link_fd_.get()).id;
+}
+
+DataPlane::~DataPlane() {
+    // Only file descriptors are released here. Pins keep maps and links
+    // alive, so nothing is detached and no socket's data is freed.
+    link_fd_.reset();
+    if (skel_) sockaccel_bpf__destroy(skel_);
+}
+
+Result<std::uint32_t> DataPlane::flags() const {
+    __u32 zero = 0;
+    sockaccel_config cfg{};
+    if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.config), &zero, &cfg) != 0)
+        return errno_error("read config map");
+    return cfg.flags;
+}
+
+Result<void> DataPlane::set_flags(std::uint32_t flags) {
+    __u32 zero = 0;
+    sockaccel_config cfg{};
+    cfg.abi_version = SOCKACCEL_ABI_VERSION;
+    cfg.flags = flags;
+    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.config), &zero, &cfg, BPF_ANY) != 0)
+        return errno_error("write config map");
+    return {};
+}
+
+Result<CounterValues> DataPlane::read_counters() const {
+    const int ncpus = libbpf_num_possible_cpus();
+    if (ncpus <= 0) return sys_error(ncpus, "count possible CPUs");
+    std::vector<std::uint8_t> buf(static_cast<std::size_t>(ncpus) * 8);
+    CounterValues out{};
+    const int fd = bpf_map__fd(skel_->maps.counters);
+    for (__u32 i = 0; i < SOCKACCEL_CNT__MAX; ++i) {
+        if (bpf_map_lookup_elem(fd, &i, buf.data()) != 0) return errno_error("read counters");
+        out[i] = sum_per_cpu(buf, static_cast<std::size_t>(ncpus));
+    }
+    return out;
+}
+
+Result<std::uint64_t> DataPlane::count_entries() const {
+    return count_keys(bpf_map__fd(skel_->maps.sock_hash));
+}
+
+Result<std::vector<SocketEntry>> DataPlane::list_entries(std::size_t limit) const {
+    const int fd = bpf_map__fd(skel_->maps.sock_hash);
+    std::vector<SocketEntry> out;
+    sockaccel_key key{}, next{};
+    const void* prev = nullptr;
+    while (out.size() < limit && bpf_map_get_next_key(fd, prev, &next) == 0) {
+        key = next;
+        prev = &key;
+        std::uint64_t cookie = 0;
+        // The socket may close between the two calls; skip it then.
+        if (bpf_map_lookup_elem(fd, &key, &cookie) == 0) out.push_back({key, cookie});
+    }
+    return out;
+}
+
+Result<StopOutcome> DataPlane::stop() {
+    stopped_ = true;
+    StopOutcome outcome;
+
+    // 1. Stop inserting and redirecting. Every socket that sends from now on
+    //    takes TCP for good (ordering rule), so no new data is redirected.
+    if (auto r = set_flags(0); !r) return tl::unexpected(r.error());
+
+    // 2. Detach sockops: new connections are not accelerated.
+    ::unlink(pin_path(kPinSockopsLink).c_str());
+    link_fd_.reset();
+
+    // 3. Remove the maps only if no socket is left in the sockhash. A socket
+    //    still there may hold unread redirected data, which deleting it or
+    //    freeing the map would destroy (fact 1); then everything stays
+    //    pinned and the next start adopts it.
+    auto left = count_entries();
+    if (!left) return tl::unexpected(left.error());
+    outcome.sockets_left = *left;
+    if (*left > 0) {
+        outcome.left_pinned = true;
+        return outcome;
+    }
+    bpf_prog_detach2(bpf_program__fd(skel_->progs.sockaccel_redirect),
+                     bpf_map__fd(skel_->maps.sock_hash), BPF_SK_MSG_VERDICT);
+    for (const char* name : {kPinSockHash, kPinSkState, kPinConfig, kPinCounters})
+        ::unlink(pin_path(name).c_str());
+    ::rmdir(info_.pin_dir.c_str());
+    return outcome;
+}
+
+}  // namespace sockaccel

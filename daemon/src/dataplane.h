@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// DataPlane owns the BPF side of sockaccel: the skeleton (bpf/sockaccel.bpf.c),
+// its maps, the sk_msg attachment on the sockhash and the sockops bpf_link on
+// the cgroup, and their pins under the pin directory.
+//
+// Lifecycle and data safety (docs/architecture.md):
+//  - start() adopts pinned state of the same ABI version (connections stay
+//    accelerated and counters continue), or creates it fresh. It throws
+//    StartupError on any failure, after undoing what it did.
+//  - stop() turns redirecting and inserting off, detaches the sockops link,
+//    and removes everything only if the sockhash is empty. Sockets left in
+//    the map may hold unread redirected data, which the kernel frees when the
+//    map goes (kernel-facts fact 1), so then the maps stay pinned for the next
+//    start to adopt.
+//  - The destructor only closes file descriptors. Whatever is pinned stays:
+//    a crash or an exception never detaches anything and never frees data.
+//
+// Threading: not thread-safe; the daemon uses it from its io_context thread.
+// Errors: run-time operations return Result; nothing here logs above debug.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "counters.h"
+#include "error.h"
+#include "sockaccel/abi.h"
+#include "system.h"
+
+struct sockaccel_bpf;  // the generated skeleton (sockaccel.skel.h)
+struct bpf_map;
+
+namespace sockaccel {
+
+struct DataPlaneOptions {
+    std::string cgroup_path;  // resolved cgroup v2 directory
+    std::string pin_dir;      // on bpffs, created by prepare_pin_dir()
+    std::uint32_t map_size = 65536;
+};
+
+// What `status` reports about the attachment.
+struct AttachInfo {
+    std::string cgroup_path;
+    std::string pin_dir;
+    std::uint32_t sockops_prog_id = 0;
+    std::uint32_t sk_msg_prog_id = 0;
+    std::uint32_t sockops_link_id = 0;
+    std::uint32_t sock_hash_map_id = 0;
+    std::uint32_t capacity = 0;
+    bool adopted = false;  // pinned state of a previous run was reused
+};
+
+// Optional kernel mechanisms, found by trying to load them.
+struct DataPlaneFeatures {
+    bool send_tracking = false;   // fentry/fexit on tcp_bpf_sendmsg
+    bool drain_iterator = false;  // iter/sockmap with CO-RE psock access
+};
+
+struct SocketEntry {
+    struct sockaccel_key key;
+    std::uint64_t cookie;  // socket cookie, as the sockhash returns it
+};
+
+struct StopOutcome {
+    std::uint64_t sockets_left = 0;  // sockets still in the sockhash
+    bool left_pinned = false;        // maps stay pinned because sockets_left > 0
+};
+
+// A map as the embedded BPF object declares it, before any load.
+struct MapLayout {
+    std::string name;
+    std::uint32_t type;
+    std::uint32_t key_size;
+    std::uint32_t value_size;
+    std::uint32_t max_entries;
+};
+
+class DataPlane {
+public:
+    // Tries the smallest privileged BPF operation (creating a one-element
+    // array map), so a missing privilege is reported as such before
+    // anything else is touched. Throws StartupError.
+    static void check_privilege();
+
+    // Opens the embedded object without loading it (no privilege needed) and
+    // lists its maps, so tests can check them against the ABI structs.
+    static Result<std::vector<MapLayout>> embedded_maps();
+
+    // Loads, adopts or creates, attaches and pins. Throws StartupError with
+    // one line for the operator.
+    static std::unique_ptr<DataPlane> start(const DataPlaneOptions& options);
+
+    ~DataPlane();
+    DataPlane(const DataPlane&) = delete;
+    DataPlane& operator=(const DataPlane&) = delete;
+
+    const AttachInfo& info() const { return info_; }
+    const DataPlaneFeatures& features() const { return features_; }
+
+    // Run-time behaviour: enum sockaccel_config_flag bits in the config map.
+    Result<std::uint32_t> flags() const;
+    Result<void> set_flags(std::uint32_t flags);
+
+    Result<CounterValues> read_counters() const;
+
+    // Number of sockets in the sockhash (walks the keys).
+    Result<std::uint64_t> count_entries() const;
+
+    // Up to `limit` entries of the sockhash with their socket cookies.
+    Result<std::vector<SocketEntry>> list_entries(std::size_t limit) const;
+
+    // Orderly shutdown, see the header comment. After it, only the
+    // destructor may be called.
+    Result<StopOutcome> stop();
+
+private:
+    DataPlane() = default;
+
+    struct MapPin {
+        ::bpf_map* map;
+        const char* name;
+    };
+    std::vector<MapPin> map_pins() const;
+    void adopt_or_reset_pins();
+    void open_and_load(const DataPlaneOptions& options);
+    void attach(const DataPlaneOptions& options);
+    std::string pin_path(const char* name) const;
+
+    struct ::sockaccel_bpf* skel_ = nullptr;
+    UniqueFd link_fd_;
+    AttachInfo info_;
+    DataPlaneFeatures features_;
+    bool stopped_ = false;
+};
+
+}  // namespace sockaccel

@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "harness.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "system.h"
+
+namespace sockaccel::test {
+namespace {
+
+std::atomic<int> g_seq{0};
+
+std::string unique_tag(const std::string& tag) {
+    return tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(g_seq++);
+}
+
+void write_file(const std::string& path, const std::string& text) {
+    std::ofstream f(path);
+    f << text;
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream f(path);
+    std::stringstream s;
+    s << f.rdbuf();
+    return s.str();
+}
+
+using Clock = std::chrono::steady_clock;
+
+// Waits for pid with a deadline; kills it with SIGKILL when the deadline
+// passes. Returns the exit code, or -signal.
+int wait_with_deadline(pid_t pid, Clock::time_point deadline) {
+    int status = 0;
+    for (;;) {
+        pid_t r = ::waitpid(pid, &status, WNOHANG);
+        if (r == pid) break;
+        if (r < 0 && errno != EINTR) return -1;
+        if (Clock::now() > deadline) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, &status, 0);
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return -WTERMSIG(status);
+    return -1;
+}
+
+}  // namespace
+
+std::string daemon_binary() { return SOCKACCEL_TEST_DAEMON; }
+std::string streamcheck_binary() { return SOCKACCEL_TEST_STREAMCHECK; }
+std::string ctl_binary() { return SOCKACCEL_TEST_CTL; }
+
+const std::string& cgroup_root() {
+    static const std::string root = [] {
+        auto r = find_cgroup2_mount();
+        if (!r) throw std::runtime_error("no cgroup v2 mount: " + r.error().message());
+        return *r;
+    }();
+    return root;
+}
+
+ProcessResult run(const std::vector<std::string>& argv, std::chrono::seconds timeout,
+                  uid_t as_uid) {
+    int out[2], err[2];
+    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0)
+        throw std::runtime_error("pipe");
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::dup2(out[1], 1);
+        ::dup2(err[1], 2);
+        if (as_uid != static_cast<uid_t>(-1)) {
+            if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(as_uid) != 0)
+                ::_exit(126);
+        }
+        std::vector<char*> args;
+        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        ::execv(args[0], args.data());
+        ::_exit(127);
+    }
+    ::close(out[1]);
+    ::close(err[1]);
+    ProcessResult result;
+    // Drain both pipes until EOF on both (the child exits or is killed).
+    const auto deadline = Clock::now() + timeout;
+    pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+    int open = 2;
+    while (open > 0) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        if (left.count() <= 0) {
+            ::kill(pid, SIGKILL);
+            left = std::chrono::milliseconds(1000);
+        }
+        int n = ::poll(fds, 2, static_cast<int>(left.count()));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) continue;
+        for (int i = 0; i < 2; ++i) {
+            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            char buf[65536];
+            ssize_t r = ::read(fds[i].fd, buf, sizeof(buf));
+            if (r > 0) {
+                (i == 0 ? result.out : result.err).append(buf, static_cast<std::size_t>(r));
+            } else {
+                ::close(fds[i].fd);
+                fds[i].fd = -1;
+                --open;
+            }
+        }
+    }
+    result.exit_code = wait_with_deadline(pid, Clock::now() + std::chrono::seconds(5));
+    return result;
+}
+
+TestCgroup::TestCgroup(const std::string& tag)
+    : path_(cgroup_root() + "/" + unique_tag("sockaccel-test-" + tag)) {
+    if (::mkdir(path_.c_str(), 0755) != 0)
+        throw std::runtime_error("mkdir " + path_ + ": " + std::strerror(errno));
+}
+
+TestCgroup::~TestCgroup() {
+    // Processes a failed test left behind are killed, then moved out so the
+    // directory can go.
+    std::istringstream procs(read_file(path_ + "/cgroup.procs"));
+    for (std::string line; std::getline(procs, line);) {
+        if (line.empty()) continue;
+        pid_t p = std::stoi(line);
+        if (p != ::getpid()) ::kill(p, SIGKILL);
+        write_file(cgroup_root() + "/cgroup.procs", line);
+    }
+    for (int i = 0; i < 200 && ::rmdir(path_.c_str()) != 0 && errno == EBUSY; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
+std::uint32_t TestCgroup::attached_programs(int attach_type) const {
+    UniqueFd fd(::open(path_.c_str(), O_RDONLY | O_DIRECTORY));
+    if (!fd) return 0;
+    __u32 ids[64];
+    __u32 count = 64;
+    __u32 flags = 0;
+    if (bpf_prog_query(fd.get(), static_cast<bpf_attach_type>(attach_type), 0, &flags, ids,
+                       &count) != 0)
+        return 0;
+    return count;
+}
+
+TestPinDir::TestPinDir(const std::string& tag)
+    : path_("/sys/fs/bpf/" + unique_tag("sockaccel_test_" + tag)) {}
+
+TestPinDir::~TestPinDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+}
+
+bool TestPinDir::exists() const { return path_exists(path_); }
+bool TestPinDir::has(const std::string& name) const { return path_exists(path_ + "/" + name); }
+
+DaemonProcess::DaemonProcess(std::vector<std::string> args) {
+    int err[2];
+    if (::pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    pid_ = ::fork();
+    if (pid_ == 0) {
+        ::dup2(err[1], 2);
+        ::dup2(err[1], 1);
+        args.insert(args.begin(), daemon_binary());
+        std::vector<char*> argv;
+        for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    ::close(err[1]);
+    err_fd_ = err[0];
+    read_log_until("attached to cgroup", std::chrono::seconds(30));
+    ready_ = log_.find("attached to cgroup") != std::string::npos;
+}
+
+void DaemonProcess::read_log_until(const std::string& needle, std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (err_fd_ >= 0 && log_.find(needle) == std::string::npos) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        if (left.count() <= 0) return;
+        pollfd p{err_fd_, POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+        char buf[4096];
+        ssize_t r = ::read(err_fd_, buf, sizeof(buf));
+        if (r <= 0) {
+            ::close(err_fd_);
+            err_fd_ = -1;
+            return;
+        }
+        log_.append(buf, static_cast<std::size_t>(r));
+    }
+}
+
+int DaemonProcess::stop(int sig, std::chrono::seconds timeout) {
+    if (exit_code_) return *exit_code_;
+    ::kill(pid_, sig);
+    exit_code_ = wait_with_deadline(pid_, Clock::now() + timeout);
+    // The daemon is gone: its end of the pipe is closed, so this reaches EOF.
+    read_log_until("\x01never", std::chrono::seconds(5));
+    return *exit_code_;
+}
+
+DaemonProcess::~DaemonProcess() {
+    if (!exit_code_ && pid_ > 0) stop(SIGTERM, std::chrono::seconds(15));
+    if (err_fd_ >= 0) ::close(err_fd_);
+}
+
+std::vector<std::string> daemon_args(const TestCgroup& cg, const TestPinDir& pins,
+                                     std::vector<std::string> extra) {
+    std::vector<std::string> args = {"--config", "/dev/null/none", "--cgroup", cg.path(),
+                                     "--pin-dir", pins.path()};
+    // An explicit --config that does not exist is an error, so point the
+    // tests at an empty config instead.
+    args[1] = SOCKACCEL_TEST_EMPTY_CONFIG;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+}
+
+CounterValues read_pinned_counters(const std::string& pin_dir) {
+    CounterValues out{};
+    UniqueFd fd(bpf_obj_get((pin_dir + "/counters").c_str()));
+    if (!fd) throw std::runtime_error("open pinned counters in " + pin_dir);
+    const int ncpus = libbpf_num_possible_cpus();
+    std::vector<std::uint8_t> buf(static_cast<std::size_t>(ncpus) * 8);
+    for (__u32 i = 0; i < SOCKACCEL_CNT__MAX; ++i) {
+        if (bpf_map_lookup_elem(fd.get(), &i, buf.data()) != 0)
+            throw std::runtime_error("read counters");
+        out[i] = sum_per_cpu(buf, static_cast<std::size_t>(ncpus));
+    }
+    return out;
+}
+
+std::uint64_t pinned_entries(const std::string& pin_dir) {
+    UniqueFd fd(bpf_obj_get((pin_dir + "/sock_hash").c_str()));
+    if (!fd) throw std::runtime_error("open pinned sockhash in " + pin_dir);
+    sockaccel_key key{}, next{};
+    std::uint64_t n = 0;
+    const void* prev = nullptr;
+    while (bpf_map_get_next_key(fd.get(), prev, &next) == 0) {
+        ++n;
+        key = next;
+        prev = &key;
+    }
+    return n;
+}
+
+nlohmann::json run_streamcheck(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {streamcheck_binary()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = run(argv, std::chrono::seconds(300));
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+        throw std::runtime_error("streamcheck gave no JSON report (exit " +
+                                 std::to_string(r.exit_code) + "): " + r.out + r.err);
+    j["exit_code"] = r.exit_code;
+    return j;
+}
+
+}  // namespace sockaccel::test

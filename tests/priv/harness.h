@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Privileged test harness (tier 3). Each test gets its own child cgroup,
+// its own pin directory and control-socket path, and runs the real
+// sockacceld and sockaccel-streamcheck binaries against the real kernel.
+// Everything is undone by destructors, so a failing assertion (an
+// exception in Catch2) still cleans up: processes killed, cgroup removed,
+// pins removed (which detaches the links they hold).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "counters.h"
+
+namespace sockaccel::test {
+
+// Paths of the binaries under test, from CMake.
+std::string daemon_binary();
+std::string streamcheck_binary();
+std::string ctl_binary();
+
+// The cgroup v2 mount point of this host.
+const std::string& cgroup_root();
+
+// Result of a finished child process.
+struct ProcessResult {
+    int exit_code = -1;  // -signal if killed by a signal
+    std::string out;
+    std::string err;
+};
+
+// Runs argv to completion (with a timeout; the child is killed after it),
+// capturing stdout and stderr. `setup` runs in the child before exec.
+ProcessResult run(const std::vector<std::string>& argv,
+                  std::chrono::seconds timeout = std::chrono::seconds(120),
+                  uid_t as_uid = static_cast<uid_t>(-1));
+
+// A child cgroup of the cgroup v2 root, removed (after moving any leftover
+// processes to the root) on destruction.
+class TestCgroup {
+public:
+    explicit TestCgroup(const std::string& tag);
+    ~TestCgroup();
+    TestCgroup(const TestCgroup&) = delete;
+    TestCgroup& operator=(const TestCgroup&) = delete;
+    const std::string& path() const { return path_; }
+    // Number of BPF programs of `attach_type` attached to this cgroup.
+    std::uint32_t attached_programs(int attach_type) const;
+
+private:
+    std::string path_;
+};
+
+// A unique pin directory path on bpffs; removed recursively on destruction.
+class TestPinDir {
+public:
+    explicit TestPinDir(const std::string& tag);
+    ~TestPinDir();
+    TestPinDir(const TestPinDir&) = delete;
+    TestPinDir& operator=(const TestPinDir&) = delete;
+    const std::string& path() const { return path_; }
+    bool exists() const;
+    bool has(const std::string& name) const;
+
+private:
+    std::string path_;
+};
+
+// A running sockacceld. Starts it, waits until it has attached (or exited),
+// and on destruction stops it (SIGTERM, then SIGKILL) if still running.
+class DaemonProcess {
+public:
+    DaemonProcess(std::vector<std::string> args);
+    ~DaemonProcess();
+    DaemonProcess(const DaemonProcess&) = delete;
+    DaemonProcess& operator=(const DaemonProcess&) = delete;
+
+    // True once the daemon logged that it attached.
+    bool ready() const { return ready_; }
+    pid_t pid() const { return pid_; }
+    // Sends `sig` and waits for exit; returns the exit code (or -signal).
+    int stop(int sig = 15, std::chrono::seconds timeout = std::chrono::seconds(30));
+    // stderr collected so far (everything after stop()).
+    const std::string& log() const { return log_; }
+
+private:
+    void read_log_until(const std::string& needle, std::chrono::milliseconds timeout);
+    pid_t pid_ = -1;
+    int err_fd_ = -1;
+    bool ready_ = false;
+    std::optional<int> exit_code_;
+    std::string log_;
+};
+
+// Standard daemon arguments for a test environment.
+std::vector<std::string> daemon_args(const TestCgroup& cg, const TestPinDir& pins,
+                                     std::vector<std::string> extra = {});
+
+// Reads the pinned per-CPU counters of a daemon's pin directory.
+CounterValues read_pinned_counters(const std::string& pin_dir);
+// Number of entries in the pinned sockhash.
+std::uint64_t pinned_entries(const std::string& pin_dir);
+
+// Runs `sockaccel-streamcheck pair` and returns its JSON report; adds a
+// "exit_code" member.
+nlohmann::json run_streamcheck(const std::vector<std::string>& args);
+
+}  // namespace sockaccel::test

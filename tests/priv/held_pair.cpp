@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "held_pair.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <stdexcept>
+#include <vector>
+
+namespace sockaccel::test {
+namespace {
+
+std::uint8_t pattern(std::uint64_t i) { return static_cast<std::uint8_t>((i * 131 + (i >> 9)) & 0xff); }
+
+// Non-blocking I/O with poll: a blocking read on an accelerated socket can
+// fail with EAGAIN (kernel-facts fact 3), which is not what this helper tests.
+bool write_all(int fd, const std::uint8_t* p, std::size_t n) {
+    while (n > 0) {
+        ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            p += w;
+            n -= static_cast<std::size_t>(w);
+            continue;
+        }
+        if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            pollfd pf{fd, POLLOUT, 0};
+            if (::poll(&pf, 1, 10000) <= 0) return false;
+            continue;
+        }
+        return false;
+    }
+    return true;
+}
+
+bool read_exact(int fd, std::uint8_t* p, std::size_t n) {
+    while (n > 0) {
+        ssize_t r = ::recv(fd, p, n, MSG_DONTWAIT);
+        if (r > 0) {
+            p += r;
+            n -= static_cast<std::size_t>(r);
+            continue;
+        }
+        if (r == 0) return false;
+        if (errno == EAGAIN || errno == EINTR) {
+            pollfd pf{fd, POLLIN, 0};
+            if (::poll(&pf, 1, 10000) <= 0) return false;
+            continue;
+        }
+        return false;
+    }
+    return true;
+}
+
+[[noreturn]] void child_main(const std::string& cgroup, const std::string& addr, int in, int out) {
+    auto reply = [&](const std::string& s) {
+        std::string line = s + "\n";
+        (void)!::write(out, line.data(), line.size());
+    };
+    {
+        std::ofstream procs(cgroup + "/cgroup.procs");
+        procs << ::getpid();
+    }
+    const bool v6 = addr.find(':') != std::string::npos;
+    sockaddr_storage ss{};
+    socklen_t len;
+    if (v6) {
+        auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+        a->sin6_family = AF_INET6;
+        ::inet_pton(AF_INET6, addr.c_str(), &a->sin6_addr);
+        len = sizeof(*a);
+    } else {
+        auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+        a->sin_family = AF_INET;
+        ::inet_pton(AF_INET, addr.c_str(), &a->sin_addr);
+        len = sizeof(*a);
+    }
+    int lst = ::socket(ss.ss_family, SOCK_STREAM, 0);
+    if (lst < 0 || ::bind(lst, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(lst, 1) != 0) {
+        reply("fail listen");
+        ::_exit(1);
+    }
+    ::getsockname(lst, reinterpret_cast<sockaddr*>(&ss), &len);
+    int cli = ::socket(ss.ss_family, SOCK_STREAM, 0);
+    if (::connect(cli, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+        reply("fail connect");
+        ::_exit(1);
+    }
+    int srv = ::accept(lst, nullptr, nullptr);
+    ::close(lst);
+    reply("ok connected");
+
+    std::uint64_t sent = 0, received = 0;
+    std::string cmd;
+    char c;
+    while (::read(in, &c, 1) == 1) {
+        if (c != '\n') {
+            cmd.push_back(c);
+            continue;
+        }
+        if (cmd.rfind("send ", 0) == 0) {
+            std::size_t n = std::stoull(cmd.substr(5));
+            std::vector<std::uint8_t> buf(n);
+            for (std::size_t i = 0; i < n; ++i) buf[i] = pattern(sent + i);
+            if (!write_all(cli, buf.data(), n)) {
+                reply(std::string("fail send: ") + std::strerror(errno));
+            } else {
+                sent += n;
+                reply("ok sent " + std::to_string(sent));
+            }
+        } else if (cmd == "read") {
+            std::vector<std::uint8_t> buf(sent - received);
+            if (!read_exact(srv, buf.data(), buf.size())) {
+                reply("fail read: got fewer than " + std::to_string(buf.size()) + " bytes");
+            } else {
+                std::string verdict = "ok read " + std::to_string(sent);
+                for (std::size_t i = 0; i < buf.size(); ++i) {
+                    if (buf[i] != pattern(received + i)) {
+                        verdict = "fail mismatch at offset " + std::to_string(received + i);
+                        break;
+                    }
+                }
+                received = sent;
+                reply(verdict);
+            }
+        } else if (cmd == "close") {
+            ::close(cli);
+            ::close(srv);
+            reply("ok closed");
+            ::_exit(0);
+        } else {
+            reply("fail unknown command");
+        }
+        cmd.clear();
+    }
+    ::_exit(0);
+}
+
+}  // namespace
+
+HeldPair::HeldPair(const std::string& cgroup, const std::string& addr) {
+    int down[2], up[2];
+    if (::pipe2(down, O_CLOEXEC) != 0 || ::pipe2(up, O_CLOEXEC) != 0)
+        throw std::runtime_error("pipe");
+    pid_ = ::fork();
+    if (pid_ == 0) {
+        ::close(down[1]);
+        ::close(up[0]);
+        child_main(cgroup, addr, down[0], up[1]);
+    }
+    ::close(down[0]);
+    ::close(up[1]);
+    to_child_ = down[1];
+    from_child_ = up[0];
+    auto hello = command("");
+    if (hello.rfind("ok", 0) != 0) throw std::runtime_error("HeldPair: " + hello);
+}
+
+std::string HeldPair::command(const std::string& cmd) {
+    if (!cmd.empty()) {
+        std::string line = cmd + "\n";
+        if (::write(to_child_, line.data(), line.size()) < 0) return "fail child gone";
+    }
+    std::string answer;
+    char c;
+    pollfd pf{from_child_, POLLIN, 0};
+    while (::poll(&pf, 1, 30000) > 0 && ::read(from_child_, &c, 1) == 1 && c != '\n')
+        answer.push_back(c);
+    return answer.empty() ? "fail no answer" : answer;
+}
+
+std::string HeldPair::send(std::size_t n) { return command("send " + std::to_string(n)); }
+std::string HeldPair::read_all() { return command("read"); }
+std::string HeldPair::close() {
+    auto r = command("close");
+    int status;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return r;
+}
+
+HeldPair::~HeldPair() {
+    if (pid_ > 0) {
+        ::kill(pid_, SIGKILL);
+        int status;
+        ::waitpid(pid_, &status, 0);
+    }
+    ::close(to_child_);
+    ::close(from_child_);
+}
+
+}  // namespace sockaccel::test

@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// HeldPair: one loopback TCP connection held open by a child process inside
+// a test cgroup, driven step by step from the test. It reproduces the
+// kernel-facts fact 1 situation on demand: bytes redirected to a receiver
+// that has not read them yet.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+namespace sockaccel::test {
+
+class HeldPair {
+public:
+    // Forks a child that joins `cgroup`, connects a client to a server over
+    // `addr` (127.0.0.1 or ::1) and waits for commands.
+    HeldPair(const std::string& cgroup, const std::string& addr);
+    ~HeldPair();  // kills the child if it is still running
+    HeldPair(const HeldPair&) = delete;
+    HeldPair& operator=(const HeldPair&) = delete;
+
+    // Client sends `n` more bytes of the stream; the server does not read.
+    // Returns the child's answer ("ok ..." or "fail ...").
+    std::string send(std::size_t n);
+    // Server reads everything sent so far and checks every byte, in order.
+    std::string read_all();
+    // Both sockets closed; the child exits.
+    std::string close();
+
+private:
+    std::string command(const std::string& cmd);
+    pid_t pid_ = -1;
+    int to_child_ = -1;
+    int from_child_ = -1;
+};
+
+}  // namespace sockaccel::test

@@ -276,8 +276,8 @@ static __always_inline struct sk_psock *sk_psock_of(struct sock *sk)
  * The drain, one pass per iteration over the sockhash (the daemon runs
  * passes until the sockets it claimed are gone, see daemon/src/drain.cpp):
  *
- *  SCAN: claim each socket (DRAINING: it never redirects again). A socket
- *    claimed in an earlier pass whose sends in progress are zero is
+ *  CLAIM: mark each socket DRAINING: it never redirects again. Then SCAN.
+ *  SCAN: a socket claimed in an earlier pass with no send in progress is
  *    QUIESCED: nothing it redirected is still in flight. Report each socket
  *    with its unread redirected bytes (psock->ingress_msg).
  *  DELETE: the daemon has put into drain_delete the cookies of sockets that
@@ -329,10 +329,16 @@ int sockaccel_drain(struct bpf_iter__sockmap *ctx)
 		goto out;
 	}
 
-	if (dc->mode == SOCKACCEL_DRAIN_SCAN) {
+	if (dc->mode == SOCKACCEL_DRAIN_CLAIM || dc->mode == SOCKACCEL_DRAIN_SCAN) {
 		/* Atomic: the full barrier orders the mark before anything this
 		 * socket's next sendmsg reads. */
-		old = __sync_fetch_and_or(&st->flags, SOCKACCEL_SK_DRAINING);
+		if (dc->mode == SOCKACCEL_DRAIN_CLAIM)
+			old = __sync_fetch_and_or(&st->flags, SOCKACCEL_SK_DRAINING);
+		else
+			old = st->flags;
+		/* QUIESCED only for a mark made by an earlier pass: that pass's
+		 * syscall has completed, so every send that starts later sees the
+		 * mark, and "no send in progress" now means none missed it. */
 		if ((old & SOCKACCEL_SK_DRAINING) && !(old & SOCKACCEL_SK_QUIESCED)) {
 			int quiet;
 

@@ -154,6 +154,14 @@ tl::expected<Config, std::string> load_config_file(const std::string& path, bool
     return parse_config(text.str(), path);
 }
 
+void apply_overrides(Config& config, const ConfigOverrides& o) {
+    if (o.cgroup) config.cgroup = *o.cgroup;
+    if (o.pin_dir) config.pin_dir = *o.pin_dir;
+    if (o.socket) config.control.socket = *o.socket;
+    if (o.map_size) config.map_size = *o.map_size;
+    if (o.log_level) config.log_level = *o.log_level;
+}
+
 nlohmann::json config_to_json(const Config& c) {
     return {
         {"cgroup", c.cgroup},

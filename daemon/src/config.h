@@ -49,6 +49,18 @@ struct Config {
     DrainConfig drain;
 };
 
+// Command-line settings that override the file, kept so a reload re-reads
+// the file and applies them again.
+struct ConfigOverrides {
+    std::optional<std::string> cgroup;
+    std::optional<std::string> pin_dir;
+    std::optional<std::string> socket;
+    std::optional<std::uint32_t> map_size;
+    std::optional<std::string> log_level;
+};
+
+void apply_overrides(Config& config, const ConfigOverrides& overrides);
+
 // Parses a config document. `source` names it in error messages (a path).
 // Errors are one line: "<source>: key \"control.group\": must be a string".
 tl::expected<Config, std::string> parse_config(std::string_view text, std::string_view source);

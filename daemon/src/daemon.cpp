@@ -3,19 +3,45 @@
 
 #include <csignal>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
 namespace sockaccel {
 
-Daemon::Daemon(Config config, std::string config_path)
-    : config_(std::move(config)),
-      config_path_(std::move(config_path)),
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+
+namespace {
+// Between drain passes while a command waits, and in the background. Short
+// while someone waits for an answer; relaxed when nobody does.
+constexpr std::chrono::milliseconds kDrainStep{20};
+constexpr std::chrono::milliseconds kBackgroundStep{250};
+}  // namespace
+
+Daemon::Daemon(std::string config_path, bool config_path_explicit, ConfigOverrides overrides)
+    : config_path_(std::move(config_path)),
+      config_path_explicit_(config_path_explicit),
+      overrides_(std::move(overrides)),
       signals_(io_, SIGTERM, SIGINT, SIGHUP) {}
 
 Daemon::~Daemon() = default;
 
+Config Daemon::load_config() const {
+    auto loaded = load_config_file(config_path_, /*missing_ok=*/!config_path_explicit_);
+    if (!loaded) throw StartupError(loaded.error());
+    Config config = std::move(*loaded);
+    apply_overrides(config, overrides_);
+    return config;
+}
+
 void Daemon::start() {
-    started_at_ = std::chrono::steady_clock::now();
+    started_at_ = Clock::now();
+    config_ = load_config();
+    spdlog::set_level(spdlog::level::from_str(config_.log_level));
     DataPlane::check_privilege();
 
     auto root = find_cgroup2_mount();
@@ -26,13 +52,7 @@ void Daemon::start() {
     if (!cgroup) throw StartupError(cgroup.error().message());
 
     auto mounted = prepare_pin_dir(config_.pin_dir);
-    if (!mounted) {
-        const int err = mounted.error().errno_value();
-        if (err == EPERM || err == EACCES)
-            throw StartupError(mounted.error().message() +
-                               " (sockacceld must run as root or with CAP_SYS_ADMIN to use bpffs)");
-        throw StartupError(mounted.error().message());
-    }
+    if (!mounted) throw StartupError(mounted.error().message());
     if (*mounted) spdlog::info("mounted bpffs on /sys/fs/bpf");
 
     auto lock = lock_directory(config_.pin_dir);
@@ -45,41 +65,78 @@ void Daemon::start() {
     pin_lock_ = std::move(*lock);
 
     dataplane_ = DataPlane::start({*cgroup, config_.pin_dir, config_.map_size});
+    drain_ = std::make_unique<Drain>(*dataplane_);
+
+    control_ = std::make_unique<ControlServer>(io_, config_.control, *this);
+    if (auto r = control_->listen(); !r) {
+        // Nothing is lost by stopping here: the data plane was just started
+        // (or adopted) and stays pinned for the next start.
+        throw StartupError(r.error().message());
+    }
+    control_->start();
+
     const auto& info = dataplane_->info();
     auto entries = dataplane_->count_entries();
     spdlog::info("attached to cgroup {} (sockops prog {}, link {}; sk_msg prog {}); sockhash {} "
-                 "capacity {}{}",
+                 "capacity {}{}; control socket {}{}",
                  info.cgroup_path, info.sockops_prog_id, info.sockops_link_id, info.sk_msg_prog_id,
                  info.sock_hash_map_id, info.capacity,
                  info.adopted ? fmt::format(", adopted {} socket(s) from {}",
                                             entries ? *entries : 0, info.pin_dir)
-                              : std::string());
+                              : std::string(),
+                 control_->path(), control_->activated() ? " (socket-activated)" : "");
     if (info.adopted && info.capacity != config_.map_size)
         spdlog::warn("map_size {} differs from the adopted sockhash's capacity {}; keeping {} "
                      "(resizing would need a new map), ignoring",
                      config_.map_size, info.capacity, info.capacity);
+    const auto& f = dataplane_->features();
+    if (!f.drain_iterator)
+        spdlog::warn("the kernel refused the sockhash iterator: flush-map and drain-on-stop are "
+                     "unavailable; sockets leave the map only when they close");
+    // A previous run may have stopped mid-drain: its claimed sockets never
+    // redirect again, so finish removing them.
+    if (info.adopted && f.drain_iterator) ensure_background_drain();
 }
 
 int Daemon::run() {
-    wait_for_signal();
+    asio::co_spawn(io_, signal_loop(), asio::detached);
     io_.run();
     return exit_code_;
 }
 
-void Daemon::wait_for_signal() {
-    signals_.async_wait([this](const boost::system::error_code& ec, int signo) {
-        if (ec) return;
+awaitable<void> Daemon::signal_loop() {
+    for (;;) {
+        boost::system::error_code ec;
+        int signo = co_await signals_.async_wait(asio::redirect_error(use_awaitable, ec));
+        if (ec) co_return;
         if (signo == SIGHUP) {
-            spdlog::info("SIGHUP: reload is not implemented yet, ignoring");
-            wait_for_signal();
-            return;
+            auto r = cmd_reload();
+            if (!r) spdlog::error("SIGHUP: {}", r.error().message);
+            continue;
         }
         spdlog::info("received {}, stopping", signo == SIGTERM ? "SIGTERM" : "SIGINT");
-        shutdown();
-    });
+        co_await shutdown();
+        co_return;
+    }
 }
 
-void Daemon::shutdown() {
+awaitable<void> Daemon::shutdown() {
+    stopping_ = true;
+    control_->stop();
+
+    // Stop inserting and redirecting, then detach: new connections take
+    // TCP, and every socket's next send takes TCP for good.
+    if (auto r = dataplane_->set_flags(0); !r)
+        spdlog::error("stop: {}; continuing", r.error().message());
+    (void)dataplane_->detach_sockops();
+
+    if (dataplane_->features().drain_iterator) {
+        auto wait = std::chrono::seconds(config_.drain.stop_timeout_sec);
+        auto report = co_await drain(/*claim=*/true, /*force=*/false, wait);
+        spdlog::info("stop: drained {} socket(s); {} pending ({} unread bytes)", report.flushed,
+                     report.pending, report.pending_bytes);
+    }
+
     auto outcome = dataplane_->stop();
     if (!outcome) {
         // Nothing was freed: whatever could not be undone stays pinned.
@@ -96,6 +153,69 @@ void Daemon::shutdown() {
     }
     signals_.cancel();
     io_.stop();
+}
+
+awaitable<DrainReport> Daemon::drain(bool claim, bool force, std::chrono::milliseconds wait) {
+    DrainReport total;
+    const auto deadline = Clock::now() + wait;
+    asio::steady_timer timer(io_);
+    if (claim) {
+        auto r = drain_->claim();
+        if (!r) throw std::runtime_error(r.error().message());
+    }
+    for (;;) {
+        auto r = drain_->pass(false);
+        if (!r) throw std::runtime_error(r.error().message());
+        total.flushed += r->flushed;
+        total.pending = r->pending;
+        total.pending_bytes = r->pending_bytes;
+        total.pending_bytes_exact = r->pending_bytes_exact;
+        if (r->pending == 0 || Clock::now() >= deadline) break;
+        // QUIESCED needs a pass after the claim, so a flush always takes at
+        // least two passes; this timer is what separates them.
+        timer.expires_after(std::min<Clock::duration>(kDrainStep, deadline - Clock::now()));
+        boost::system::error_code ec;
+        co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
+    }
+    if (force && total.pending > 0) {
+        auto r = drain_->pass(true);
+        if (!r) throw std::runtime_error(r.error().message());
+        total.flushed += r->flushed;
+        total.dropped_sockets = r->dropped_sockets;
+        total.dropped_bytes = r->dropped_bytes;
+        total.pending = r->pending;
+        total.pending_bytes = r->pending_bytes;
+        if (total.dropped_sockets > 0)
+            spdlog::warn("flush-map --force dropped {} socket(s) holding {} unread byte(s)",
+                         total.dropped_sockets, total.dropped_bytes);
+    }
+    flushed_total_ += total.flushed;
+    if (total.pending > 0 && !stopping_) ensure_background_drain();
+    co_return total;
+}
+
+void Daemon::ensure_background_drain() {
+    if (background_running_ || stopping_) return;
+    background_running_ = true;
+    asio::co_spawn(io_, background_drain(), asio::detached);
+}
+
+awaitable<void> Daemon::background_drain() {
+    asio::steady_timer timer(io_);
+    while (!stopping_) {
+        auto r = drain_->pass(false);
+        if (!r) {
+            spdlog::warn("background drain: {}; retrying", r.error().message());
+        } else {
+            flushed_total_ += r->flushed;
+            if (r->flushed) spdlog::info("drain: removed {} socket(s); {} pending", r->flushed, r->pending);
+            if (r->pending == 0) break;
+        }
+        timer.expires_after(kBackgroundStep);
+        boost::system::error_code ec;
+        co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
+    }
+    background_running_ = false;
 }
 
 }  // namespace sockaccel

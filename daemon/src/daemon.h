@@ -1,52 +1,90 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // Daemon: sockacceld's run-time core. It owns the one io_context, on which
-// everything runs: signals, the control socket and timers. There are no
-// other threads and no polling loops.
+// everything runs: signals, the control socket, the drain and its timers.
+// There are no other threads and no polling loops (the drain retries on a
+// timer only while sockets are pending, because the kernel has no event for
+// "a receive queue became empty").
 //
 // start() performs the whole start-up (cgroup and bpffs discovery, the
-// pin-directory lock, loading and attaching BPF) and throws StartupError on
-// any failure. run() blocks until SIGTERM/SIGINT, then stops in order
-// (DataPlane::stop) and returns the process exit code.
+// pin-directory lock, loading and attaching BPF, the control socket) and
+// throws StartupError on any failure. run() blocks until SIGTERM/SIGINT,
+// then stops in order and returns the process exit code:
+//   stop accepting commands -> stop inserting and redirecting -> detach ->
+//   drain (bounded by drain.stop_timeout_sec) -> unpin, or leave pinned
+//   what could not drain.
 #pragma once
 
+#include <utility>  // must precede awaitable.hpp with Boost 1.74 on g++ 12
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <memory>
 #include <string>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
-
 #include "config.h"
+#include "control_server.h"
 #include "dataplane.h"
+#include "drain.h"
 #include "system.h"
 
 namespace sockaccel {
 
-class Daemon {
+class Daemon : public CommandHandler {
 public:
-    // `config_path` is re-read on reload; `config` is the config in effect
-    // (file plus command-line overrides).
-    Daemon(Config config, std::string config_path);
-    ~Daemon();
+    // `config_path` is re-read on reload, with `overrides` applied again.
+    Daemon(std::string config_path, bool config_path_explicit, ConfigOverrides overrides);
+    ~Daemon() override;
 
     void start();  // throws StartupError
     int run();     // returns the exit code
 
-    const Config& config() const { return config_; }
-    DataPlane& dataplane() { return *dataplane_; }
+    boost::asio::awaitable<proto::Response> handle(const proto::Request& request,
+                                                   const PeerCred& peer) override;
 
 private:
-    void wait_for_signal();
-    void shutdown();
+    using Clock = std::chrono::steady_clock;
 
-    Config config_;
+    Config load_config() const;  // throws StartupError
+    boost::asio::awaitable<void> signal_loop();
+    boost::asio::awaitable<void> shutdown();
+
+    // Claims (if `claim`) and drains until nothing is pending or `wait`
+    // passes; with `force`, then drops what is left. Leaves a background
+    // drain running for whatever is still pending.
+    boost::asio::awaitable<DrainReport> drain(bool claim, bool force,
+                                              std::chrono::milliseconds wait);
+    boost::asio::awaitable<void> background_drain();
+    void ensure_background_drain();
+
+    // Command handlers; each returns the protocol `result` or an error.
+    using Reply = tl::expected<nlohmann::json, proto::Error>;
+    Reply cmd_status();
+    Reply cmd_stats();
+    Reply cmd_connections(const nlohmann::json& args);
+    boost::asio::awaitable<Reply> cmd_flush(const nlohmann::json& args);
+    Reply cmd_attach(bool attach);
+    Reply cmd_reload();
+    nlohmann::json drain_json() const;
+
     std::string config_path_;
+    bool config_path_explicit_;
+    ConfigOverrides overrides_;
+    Config config_;
+
     boost::asio::io_context io_;
     boost::asio::signal_set signals_;
     UniqueFd pin_lock_;
     std::unique_ptr<DataPlane> dataplane_;
-    std::chrono::steady_clock::time_point started_at_;
+    std::unique_ptr<Drain> drain_;
+    std::unique_ptr<ControlServer> control_;
+    Clock::time_point started_at_;
+    std::uint64_t flushed_total_ = 0;
+    bool background_running_ = false;
+    bool stopping_ = false;
     int exit_code_ = 0;
 };
 

@@ -8,8 +8,12 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
 #include <vector>
+
+#include <spdlog/spdlog.h>
 
 #include "sockaccel.skel.h"
 
@@ -22,6 +26,30 @@ constexpr const char* kPinSkState = "sk_state";
 constexpr const char* kPinConfig = "config";
 constexpr const char* kPinCounters = "counters";
 constexpr const char* kPinSockopsLink = "sockops_link";
+
+// While probing optional mechanisms a refusal is expected, so libbpf's
+// complaints about it are debug output, not warnings.
+bool g_probing = false;
+
+int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
+    // The verifier log arrives at warning level between these markers; it
+    // is long and only useful when debugging (--log-level debug).
+    static bool in_verifier_log = false;
+    char buf[4096];
+    int n = std::vsnprintf(buf, sizeof(buf), fmt, args);
+    std::string line(buf, n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), sizeof(buf) - 1) : 0);
+    while (!line.empty() && line.back() == '\n') line.pop_back();
+    if (line.find("-- BEGIN PROG LOAD LOG --") != std::string::npos) in_verifier_log = true;
+    const bool verifier = in_verifier_log;
+    if (line.find("-- END PROG LOAD LOG --") != std::string::npos) in_verifier_log = false;
+    if (verifier || g_probing || level == LIBBPF_DEBUG)
+        spdlog::debug("{}", line);
+    else if (level == LIBBPF_INFO)
+        spdlog::info("{}", line);
+    else
+        spdlog::warn("{}", line);
+    return n;
+}
 
 std::string errstr(int err) { return std::generic_category().message(err < 0 ? -err : err); }
 
@@ -96,6 +124,8 @@ std::optional<std::uint32_t> pinned_abi_version(const std::string& config_pin) {
 
 }  // namespace
 
+void DataPlane::route_libbpf_logs() { libbpf_set_print(libbpf_print); }
+
 void DataPlane::check_privilege() {
     UniqueFd fd(bpf_map_create(BPF_MAP_TYPE_ARRAY, "sa_probe", 4, 4, 1, nullptr));
     if (!fd) throw_bpf_error("create a BPF map", errno);
@@ -141,6 +171,7 @@ void DataPlane::open_and_load(const DataPlaneOptions& options) {
     const Attempt attempts[] = {{true, true}, {false, true}, {false, false}};
     int last_err = 0;
     for (const auto& attempt : attempts) {
+        g_probing = &attempt != &attempts[std::size(attempts) - 1];
         if (skel_) sockaccel_bpf__destroy(skel_);
         skel_ = sockaccel_bpf__open();
         if (!skel_) throw_bpf_error("open BPF skeleton", errno);
@@ -160,9 +191,12 @@ void DataPlane::open_and_load(const DataPlaneOptions& options) {
             break;
         }
         last_err = -last_err;
+        spdlog::debug("loading with send tracking={} drain iterator={} failed: {}; trying less",
+                      attempt.send_tracking, attempt.drain_iterator, errstr(last_err));
         // The core programs themselves were refused: no fallback helps.
         if (last_err == ENOSYS) break;
     }
+    g_probing = false;
     if (last_err != 0) {
         if (last_err == EPERM || last_err == EACCES || last_err == ENOSYS)
             throw_bpf_error("load BPF programs", last_err);
@@ -263,27 +297,54 @@ void DataPlane::attach(const DataPlaneOptions& options) {
             throw_bpf_error("update pinned sockops link " + link_pin, errno);
         link_fd_ = std::move(old_link);
     } else {
-        UniqueFd cg(::open(options.cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        if (!cg) throw StartupError("open cgroup " + options.cgroup_path + ": " + errstr(errno));
-        UniqueFd link(bpf_link_create(ops_fd, cg.get(), BPF_CGROUP_SOCK_OPS, nullptr));
-        if (!link) throw_bpf_error("attach sockops program to cgroup " + options.cgroup_path, errno);
+        auto link = create_sockops_link();
+        if (!link) throw_bpf_error(link.error().context, link.error().errno_value());
         if (old_link) {
             // Pinned on another cgroup by a previous run: the new link is in
             // place, so dropping the old one leaves no gap.
             ::unlink(link_pin.c_str());
             old_link.reset();
         }
-        if (bpf_obj_pin(link.get(), link_pin.c_str()) != 0)
+        if (bpf_obj_pin(link->get(), link_pin.c_str()) != 0)
             throw_bpf_error("pin sockops link at " + link_pin, errno);
-        link_fd_ = std::move(link);
+        link_fd_ = std::move(*link);
     }
     info_.sockops_link_id = link_info(link_fd_.get()).id;
+}
+
+Result<UniqueFd> DataPlane::create_sockops_link() {
+    UniqueFd cg(::open(info_.cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!cg) return errno_error("open cgroup " + info_.cgroup_path);
+    UniqueFd link(bpf_link_create(bpf_program__fd(skel_->progs.sockaccel_sockops), cg.get(),
+                                  BPF_CGROUP_SOCK_OPS, nullptr));
+    if (!link) return errno_error("attach sockops program to cgroup " + info_.cgroup_path);
+    return link;
+}
+
+Result<void> DataPlane::detach_sockops() {
+    if (!link_fd_) return {};
+    ::unlink(pin_path(kPinSockopsLink).c_str());
+    link_fd_.reset();
+    info_.sockops_link_id = 0;
+    return {};
+}
+
+Result<void> DataPlane::attach_sockops() {
+    if (link_fd_) return {};
+    auto link = create_sockops_link();
+    if (!link) return tl::unexpected(link.error());
+    if (bpf_obj_pin(link->get(), pin_path(kPinSockopsLink).c_str()) != 0)
+        return errno_error("pin sockops link at " + pin_path(kPinSockopsLink));
+    link_fd_ = std::move(*link);
+    info_.sockops_link_id = link_info(link_fd_.get()).id;
+    return {};
 }
 
 DataPlane::~DataPlane() {
     // Only file descriptors are released here. Pins keep maps and links
     // alive, so nothing is detached and no socket's data is freed.
     link_fd_.reset();
+    if (drain_link_) bpf_link__destroy(drain_link_);
     if (skel_) sockaccel_bpf__destroy(skel_);
 }
 
@@ -337,6 +398,56 @@ Result<std::vector<SocketEntry>> DataPlane::list_entries(std::size_t limit) cons
     return out;
 }
 
+Result<std::vector<sockaccel_drain_record>> DataPlane::drain_pass(
+    std::uint32_t mode, const std::vector<std::uint64_t>& delete_cookies) {
+    if (!features_.drain_iterator) return sys_error(ENOTSUP, "drain iterator");
+    if (!drain_link_) {
+        // Attached once: an iterator link is a template, each bpf_iter_create
+        // below is one independent walk of the sockhash.
+        union bpf_iter_link_info linfo {};
+        linfo.map.map_fd = static_cast<__u32>(bpf_map__fd(skel_->maps.sock_hash));
+        LIBBPF_OPTS(bpf_iter_attach_opts, opts, .link_info = &linfo,
+                    .link_info_len = sizeof(linfo));
+        drain_link_ = bpf_program__attach_iter(skel_->progs.sockaccel_drain, &opts);
+        if (!drain_link_) {
+            int err = errno;
+            return sys_error(err, "attach drain iterator");
+        }
+    }
+    __u32 zero = 0;
+    sockaccel_drain_ctl ctl{};
+    ctl.mode = mode;
+    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.drain_ctl), &zero, &ctl, BPF_ANY) != 0)
+        return errno_error("write drain control");
+    const int del_fd = bpf_map__fd(skel_->maps.drain_delete);
+    const __u8 one = 1;
+    for (auto cookie : delete_cookies)
+        if (bpf_map_update_elem(del_fd, &cookie, &one, BPF_ANY) != 0)
+            return errno_error("fill drain delete set");
+
+    std::vector<sockaccel_drain_record> out;
+    UniqueFd iter(bpf_iter_create(bpf_link__fd(drain_link_)));
+    if (!iter) return errno_error("create drain iterator");
+    std::vector<char> buf;
+    char chunk[16384];
+    for (;;) {
+        ssize_t n = ::read(iter.get(), chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            int err = errno;
+            for (auto cookie : delete_cookies) bpf_map_delete_elem(del_fd, &cookie);
+            return sys_error(err, "read drain iterator");
+        }
+        if (n == 0) break;
+        buf.insert(buf.end(), chunk, chunk + n);
+    }
+    for (auto cookie : delete_cookies) bpf_map_delete_elem(del_fd, &cookie);
+    const std::size_t count = buf.size() / sizeof(sockaccel_drain_record);
+    out.resize(count);
+    if (count) std::memcpy(out.data(), buf.data(), count * sizeof(sockaccel_drain_record));
+    return out;
+}
+
 Result<StopOutcome> DataPlane::stop() {
     stopped_ = true;
     StopOutcome outcome;
@@ -346,8 +457,7 @@ Result<StopOutcome> DataPlane::stop() {
     if (auto r = set_flags(0); !r) return tl::unexpected(r.error());
 
     // 2. Detach sockops: new connections are not accelerated.
-    ::unlink(pin_path(kPinSockopsLink).c_str());
-    link_fd_.reset();
+    (void)detach_sockops();
 
     // 3. Remove the maps only if no socket is left in the sockhash. A socket
     //    still there may hold unread redirected data, which deleting it or

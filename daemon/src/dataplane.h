@@ -33,6 +33,7 @@
 
 struct sockaccel_bpf;  // the generated skeleton (sockaccel.skel.h)
 struct bpf_map;
+struct bpf_link;
 
 namespace sockaccel {
 
@@ -81,6 +82,9 @@ struct MapLayout {
 
 class DataPlane {
 public:
+    // Routes libbpf's messages into spdlog (once, at start).
+    static void route_libbpf_logs();
+
     // Tries the smallest privileged BPF operation (creating a one-element
     // array map), so a missing privilege is reported as such before
     // anything else is touched. Throws StartupError.
@@ -113,6 +117,20 @@ public:
     // Up to `limit` entries of the sockhash with their socket cookies.
     Result<std::vector<SocketEntry>> list_entries(std::size_t limit) const;
 
+    // Runs the drain iterator once over the sockhash in `mode` (enum
+    // sockaccel_drain_mode); for the DELETE modes, `delete_cookies` are the
+    // sockets it may remove. Returns one record per entry. ENOTSUP if the
+    // kernel refused the iterator (features().drain_iterator).
+    Result<std::vector<sockaccel_drain_record>> drain_pass(
+        std::uint32_t mode, const std::vector<std::uint64_t>& delete_cookies);
+
+    // Detaches / re-attaches the sockops program from the cgroup (and its
+    // pin): new connections stop / resume being accelerated. Existing ones
+    // are untouched. Idempotent.
+    Result<void> detach_sockops();
+    Result<void> attach_sockops();
+    bool sockops_attached() const { return static_cast<bool>(link_fd_); }
+
     // Orderly shutdown, see the header comment. After it, only the
     // destructor may be called.
     Result<StopOutcome> stop();
@@ -128,10 +146,12 @@ private:
     void adopt_or_reset_pins();
     void open_and_load(const DataPlaneOptions& options);
     void attach(const DataPlaneOptions& options);
+    Result<UniqueFd> create_sockops_link();
     std::string pin_path(const char* name) const;
 
     struct ::sockaccel_bpf* skel_ = nullptr;
     UniqueFd link_fd_;
+    struct ::bpf_link* drain_link_ = nullptr;
     AttachInfo info_;
     DataPlaneFeatures features_;
     bool stopped_ = false;

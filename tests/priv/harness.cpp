@@ -5,7 +5,9 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -164,12 +166,24 @@ std::uint32_t TestCgroup::attached_programs(int attach_type) const {
     return count;
 }
 
-TestPinDir::TestPinDir(const std::string& tag)
-    : path_("/sys/fs/bpf/" + unique_tag("sockaccel_test_" + tag)) {}
+TestPinDir::TestPinDir(const std::string& tag) {
+    const auto name = unique_tag("sockaccel_test_" + tag);
+    path_ = "/sys/fs/bpf/" + name;
+    run_dir_ = "/tmp/" + name;
+    if (::mkdir(run_dir_.c_str(), 0755) != 0)
+        throw std::runtime_error("mkdir " + run_dir_ + ": " + std::strerror(errno));
+}
 
 TestPinDir::~TestPinDir() {
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
+    std::filesystem::remove_all(run_dir_, ec);
+}
+
+std::string TestPinDir::write_config(const std::string& json) const {
+    const std::string path = run_dir_ + "/sockacceld.json";
+    write_file(path, json);
+    return path;
 }
 
 bool TestPinDir::exists() const { return path_exists(path_); }
@@ -228,14 +242,83 @@ DaemonProcess::~DaemonProcess() {
 }
 
 std::vector<std::string> daemon_args(const TestCgroup& cg, const TestPinDir& pins,
-                                     std::vector<std::string> extra) {
-    std::vector<std::string> args = {"--config", "/dev/null/none", "--cgroup", cg.path(),
-                                     "--pin-dir", pins.path()};
-    // An explicit --config that does not exist is an error, so point the
-    // tests at an empty config instead.
-    args[1] = SOCKACCEL_TEST_EMPTY_CONFIG;
+                                     std::vector<std::string> extra,
+                                     const std::string& config_json) {
+    const auto config = pins.write_config(
+        config_json.empty() ? R"({"drain": {"stop_timeout_sec": 1}})" : config_json);
+    std::vector<std::string> args = {"--config", config,         "--cgroup", cg.path(),
+                                     "--pin-dir", pins.path(), "--socket", pins.socket()};
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
+}
+
+ControlClient::ControlClient(const std::string& path) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+        ::close(fd_);
+        fd_ = -1;
+    }
+}
+
+ControlClient::~ControlClient() { close(); }
+
+void ControlClient::close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+}
+
+void ControlClient::send_raw(const std::string& bytes) {
+    std::size_t off = 0;
+    while (fd_ >= 0 && off < bytes.size()) {
+        ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+        if (n <= 0) return;
+        off += static_cast<std::size_t>(n);
+    }
+}
+
+std::string ControlClient::read_line(std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+        auto pos = buffer_.find('\n');
+        if (pos != std::string::npos) {
+            std::string line = buffer_.substr(0, pos);
+            buffer_.erase(0, pos + 1);
+            return line;
+        }
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        if (fd_ < 0 || left.count() <= 0) return "";
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+        char buf[65536];
+        ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+        if (n <= 0) return "";
+        buffer_.append(buf, static_cast<std::size_t>(n));
+    }
+}
+
+bool ControlClient::closed_by_peer(std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (fd_ >= 0 && Clock::now() < deadline) {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, 50) <= 0) continue;
+        char buf[4096];
+        ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+        if (n <= 0) return true;
+        buffer_.append(buf, static_cast<std::size_t>(n));
+    }
+    return false;
+}
+
+nlohmann::json ControlClient::request(const std::string& cmd, const nlohmann::json& args) {
+    nlohmann::json req = {{"v", 1}, {"id", next_id_++}, {"cmd", cmd}, {"args", args}};
+    send_raw(req.dump() + "\n");
+    auto line = read_line();
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) throw std::runtime_error("no valid response to " + cmd + ": '" + line + "'");
+    return j;
 }
 
 CounterValues read_pinned_counters(const std::string& pin_dir) {

@@ -59,7 +59,8 @@ private:
     std::string path_;
 };
 
-// A unique pin directory path on bpffs; removed recursively on destruction.
+// A unique pin directory path on bpffs, plus a private directory for the
+// daemon's control socket and config file; all removed on destruction.
 class TestPinDir {
 public:
     explicit TestPinDir(const std::string& tag);
@@ -69,9 +70,15 @@ public:
     const std::string& path() const { return path_; }
     bool exists() const;
     bool has(const std::string& name) const;
+    // The control socket path tests give the daemon (in a 0755 directory
+    // of its own under /tmp).
+    std::string socket() const { return run_dir_ + "/ctl.sock"; }
+    // Writes the daemon's config file and returns its path.
+    std::string write_config(const std::string& json) const;
 
 private:
     std::string path_;
+    std::string run_dir_;
 };
 
 // A running sockacceld. Starts it, waits until it has attached (or exited),
@@ -100,9 +107,35 @@ private:
     std::string log_;
 };
 
-// Standard daemon arguments for a test environment.
+// Standard daemon arguments for a test environment: its own cgroup, pin
+// dir and control socket, and a config with a 1 s stop-drain timeout
+// (`config_json` replaces it).
 std::vector<std::string> daemon_args(const TestCgroup& cg, const TestPinDir& pins,
-                                     std::vector<std::string> extra = {});
+                                     std::vector<std::string> extra = {},
+                                     const std::string& config_json = "");
+
+// A raw protocol client on the daemon's control socket.
+class ControlClient {
+public:
+    explicit ControlClient(const std::string& path);
+    ~ControlClient();
+    ControlClient(const ControlClient&) = delete;
+    ControlClient& operator=(const ControlClient&) = delete;
+    bool connected() const { return fd_ >= 0; }
+    // Sends {"v":1,"id":N,"cmd":cmd,"args":args} and returns the response.
+    nlohmann::json request(const std::string& cmd, const nlohmann::json& args = nlohmann::json::object());
+    void send_raw(const std::string& bytes);
+    // Next response line; "" on EOF or timeout.
+    std::string read_line(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+    // True if the daemon closed the connection (EOF) within `timeout`.
+    bool closed_by_peer(std::chrono::milliseconds timeout);
+    void close();
+
+private:
+    int fd_ = -1;
+    int next_id_ = 1;
+    std::string buffer_;
+};
 
 // Reads the pinned per-CPU counters of a daemon's pin directory.
 CounterValues read_pinned_counters(const std::string& pin_dir);

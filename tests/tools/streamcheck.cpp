@@ -304,7 +304,8 @@ int cmd_pair(Config& cfg) {
     } else {
         ++server.errors;
         std::string why = "server process produced no report";
-        if (WIFSIGNALED(status)) why += " (killed by signal " + std::to_string(WTERMSIG(status)) + ")";
+        if (WIFSIGNALED(status))
+            why += " (killed by signal " + std::to_string(WTERMSIG(status)) + ")";
         if (WIFEXITED(status)) why += " (exit status " + std::to_string(WEXITSTATUS(status)) + ")";
         server.add_failure({monotonic_seconds(), why});
     }
@@ -349,8 +350,7 @@ void add_common_options(CLI::App* app, Config& cfg, CliState& st, bool client_si
     app->add_option("--addr", cfg.addr,
                     "Numeric IPv4/IPv6 address (127.0.0.1, ::1, ::ffff:127.0.0.1, ::, ...)")
         ->capture_default_str();
-    app->add_option("-n,--connections",
-                    client_side ? st.client_connections : st.serve_connections,
+    app->add_option("-n,--connections", client_side ? st.client_connections : st.serve_connections,
                     client_side ? "Total number of connections"
                                 : "Connections to accept before exiting (0 = until SIGTERM)")
         ->capture_default_str();
@@ -405,8 +405,8 @@ void add_common_options(CLI::App* app, Config& cfg, CliState& st, bool client_si
             ->capture_default_str();
         app->add_option("--max-bytes", cfg.sizes.max_bytes, "Largest payload per direction")
             ->capture_default_str();
-        st.bytes_opts.push_back(app->add_option(
-            "--bytes", st.fixed_bytes, "Fixed payload per direction (overrides min/max)"));
+        st.bytes_opts.push_back(app->add_option("--bytes", st.fixed_bytes,
+                                                "Fixed payload per direction (overrides min/max)"));
         app->add_option("-p,--parallel", cfg.parallel,
                         "Max connections open at once (default: all)");
     }
@@ -464,13 +464,11 @@ int parse_and_run(int argc, char** argv) {
     for (auto* o : st.bytes_opts) {
         if (o->count() > 0) cfg.sizes.fixed_bytes = st.fixed_bytes;
     }
-    static const std::map<std::string, FaultKind> kFaults = {{"none", FaultKind::kNone},
-                                                             {"drop", FaultKind::kDrop},
-                                                             {"dup", FaultKind::kDup},
-                                                             {"swap", FaultKind::kSwap},
-                                                             {"corrupt", FaultKind::kCorrupt},
-                                                             {"insert", FaultKind::kInsert},
-                                                             {"foreign", FaultKind::kForeign}};
+    static const std::map<std::string, FaultKind> kFaults = {
+        {"none", FaultKind::kNone},       {"drop", FaultKind::kDrop},
+        {"dup", FaultKind::kDup},         {"swap", FaultKind::kSwap},
+        {"corrupt", FaultKind::kCorrupt}, {"insert", FaultKind::kInsert},
+        {"foreign", FaultKind::kForeign}};
     cfg.fault.kind = kFaults.at(st.fault);
     cfg.fault.conn = st.fault_conn;
     cfg.fault.direction =

@@ -40,7 +40,9 @@ public:
 
     ~Watchdog() { stop(); }
 
-    void start() { thread_ = std::thread([this] { loop(); }); }
+    void start() {
+        thread_ = std::thread([this] { loop(); });
+    }
 
     void stop() {
         {
@@ -309,9 +311,7 @@ public:
 
     Shared& shared() { return *sh_; }
 
-    void spawn(uint64_t id, std::thread t) {
-        threads_.emplace(id, std::move(t));
-    }
+    void spawn(uint64_t id, std::thread t) { threads_.emplace(id, std::move(t)); }
 
     // Joins threads that have reported completion. Caller must not hold sh.mu.
     void reap() {

@@ -236,8 +236,8 @@ void ConnCore::maybe_start_reply() {
 std::string ConnCore::label() const {
     if (is_client_) return "conn " + std::to_string(conn_id_);
     if (verifier_.header_state() == StreamVerifier::HeaderState::kValid) {
-        return "conn " + std::to_string(conn_id_) + " (accepted #" +
-               std::to_string(accept_index_) + ")";
+        return "conn " + std::to_string(conn_id_) + " (accepted #" + std::to_string(accept_index_) +
+               ")";
     }
     return "accepted #" + std::to_string(accept_index_);
 }
@@ -251,7 +251,7 @@ std::string ConnCore::progress() const {
              std::to_string(sender_->payload_len()) + " payload bytes";
     } else {
         s += send_state_ == SendState::kNone ? "nothing (no valid request)"
-                                              : "nothing yet (request header incomplete)";
+                                             : "nothing yet (request header incomplete)";
     }
     s += ", " + std::string(in_dir) + " received " + std::to_string(verifier_.received());
     if (is_client_ || verifier_.header_state() == StreamVerifier::HeaderState::kValid) {

@@ -261,7 +261,9 @@ StreamSender::StreamSender(const StreamHeader& header, const SenderParams& param
                     what = "dup";
                     break;
                 case FaultKind::kSwap:
-                    segments_ = {{0, h + a}, {h + a + k, h + a + 2 * k}, {h + a, h + a + k},
+                    segments_ = {{0, h + a},
+                                 {h + a + k, h + a + 2 * k},
+                                 {h + a, h + a + k},
                                  {h + a + 2 * k, end}};
                     what = "swap";
                     break;
@@ -281,8 +283,8 @@ StreamSender::StreamSender(const StreamHeader& header, const SenderParams& param
                 case FaultKind::kNone:
                     break;
             }
-            fault_text_ = std::string(what) + " " + std::to_string(k) + " bytes at payload offset " +
-                          std::to_string(a);
+            fault_text_ = std::string(what) + " " + std::to_string(k) +
+                          " bytes at payload offset " + std::to_string(a);
         }
     }
     for (const auto& s : segments_) wire_len_ += s.end - s.begin;
@@ -326,8 +328,7 @@ void StreamSender::generate(uint64_t wire_offset, uint8_t* out, size_t n) const 
     }
 }
 
-void StreamSender::generate_source(const Segment& seg, uint64_t src, uint8_t* out,
-                                   size_t n) const {
+void StreamSender::generate_source(const Segment& seg, uint64_t src, uint8_t* out, size_t n) const {
     if (seg.source != Source::kOwn) {
         // Injected foreign bytes: payload offsets of another stream's pattern.
         fill_pattern(seg.source == Source::kForeign ? foreign_key_ : garbage_key_, src, out, n);
@@ -487,11 +488,11 @@ void StreamVerifier::check_header() {
             err = std::string("header direction ") + direction_name(header_.direction) +
                   " (cross-talk?)";
         } else if (expect_.conn_id && header_.conn_id != *expect_.conn_id) {
-            err = mismatch("header names conn", header_.conn_id, *expect_.conn_id) +
-                  " (cross-talk)";
+            err =
+                mismatch("header names conn", header_.conn_id, *expect_.conn_id) + " (cross-talk)";
         } else if (expect_.seed && header_.seed != *expect_.seed) {
-            err = mismatch("header seed", header_.seed, *expect_.seed) +
-                  " (stream of another run?)";
+            err =
+                mismatch("header seed", header_.seed, *expect_.seed) + " (stream of another run?)";
         } else if (expect_.payload_len && header_.payload_len != *expect_.payload_len) {
             err = mismatch("header payload length", header_.payload_len, *expect_.payload_len);
         }

@@ -306,9 +306,9 @@ private:
     size_t header_fill_ = 0;
 
     uint64_t key_ = 0;
-    uint64_t len_ = 0;   // expected payload length
-    uint64_t cur_ = 0;   // stream offset the next received byte is believed to belong to
-    uint64_t hwm_ = 0;   // highest covered offset + 1: uncovered bytes below it arrive "late"
+    uint64_t len_ = 0;  // expected payload length
+    uint64_t cur_ = 0;  // stream offset the next received byte is believed to belong to
+    uint64_t hwm_ = 0;  // highest covered offset + 1: uncovered bytes below it arrive "late"
     IntervalSet covered_;
     uint64_t total_in_ = 0;
     std::vector<uint8_t> stash_;  // lookahead kept back until enough bytes to resync

@@ -120,14 +120,17 @@ struct sockaccel_sk_state {
 
 /* What the drain iterator does on this pass (sockaccel_drain_ctl.mode). */
 enum sockaccel_drain_mode {
-	/* Mark every socket DRAINING; mark QUIESCED where allowed; report. */
-	SOCKACCEL_DRAIN_SCAN = 1,
+	/* Mark every socket in the sockhash DRAINING, then as SCAN. */
+	SOCKACCEL_DRAIN_CLAIM = 1,
+	/* Mark QUIESCED the DRAINING sockets that are; report every socket.
+	 * Sockets inserted since the claim are left alone. */
+	SOCKACCEL_DRAIN_SCAN = 2,
 	/* Delete sockets whose cookie is in drain_delete and whose redirect
 	 * queue is empty; report. */
-	SOCKACCEL_DRAIN_DELETE = 2,
+	SOCKACCEL_DRAIN_DELETE = 3,
 	/* Delete every socket whose cookie is in drain_delete, unread data
 	 * included (flush-map --force); report the bytes dropped. */
-	SOCKACCEL_DRAIN_FORCE_DELETE = 3,
+	SOCKACCEL_DRAIN_FORCE_DELETE = 4,
 };
 
 /* Element 0 of the drain_ctl array map, written before each pass. */

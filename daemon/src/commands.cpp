@@ -1,0 +1,345 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The control commands (docs/protocol.md has every request and result).
+// Argument validation is strict and happens before anything changes, so a
+// bad request gets invalid_argument and changes nothing.
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "daemon.h"
+#include "sockaccel/key.h"
+
+namespace sockaccel {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using nlohmann::json;
+
+namespace {
+
+constexpr std::size_t kDefaultListLimit = 100;
+// One response line is at most 64 KiB; a listed socket takes ~230 bytes.
+constexpr std::size_t kMaxListLimit = 200;
+constexpr std::int64_t kDefaultFlushWaitMs = 2000;
+constexpr std::int64_t kMaxFlushWaitMs = 600000;
+
+proto::Error invalid(std::string message) {
+    return {std::string(proto::errc::kInvalidArgument), std::move(message)};
+}
+
+proto::Error kernel_error(const SysError& e) {
+    return {std::string(proto::errc::kKernelError), e.message()};
+}
+
+// Rejects argument keys a command does not take.
+std::optional<proto::Error> check_arg_keys(const json& args, std::initializer_list<const char*> known,
+                                           const std::string& cmd) {
+    for (const auto& [k, v] : args.items()) {
+        bool ok = false;
+        for (const char* name : known) ok = ok || k == name;
+        if (!ok) return invalid(cmd + ": unknown argument \"" + k + "\"");
+    }
+    return std::nullopt;
+}
+
+std::optional<std::int64_t> int_arg(const json& args, const char* key, std::int64_t min,
+                                    std::int64_t max, std::optional<proto::Error>& error,
+                                    const std::string& cmd) {
+    auto it = args.find(key);
+    if (it == args.end()) return std::nullopt;
+    if (!it->is_number_integer() || it->get<std::int64_t>() < min || it->get<std::int64_t>() > max) {
+        error = invalid(cmd + ": \"" + key + "\" must be an integer between " +
+                        std::to_string(min) + " and " + std::to_string(max));
+        return std::nullopt;
+    }
+    return it->get<std::int64_t>();
+}
+
+std::string addr_string(std::uint16_t family, const __u32 ip[4]) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (family == SOCKACCEL_AF_INET)
+        ::inet_ntop(AF_INET, ip, buf, sizeof(buf));
+    else
+        ::inet_ntop(AF_INET6, ip, buf, sizeof(buf));
+    return buf;
+}
+
+std::string state_name(std::uint32_t flags) {
+    if (flags & SOCKACCEL_SK_QUIESCED) return "quiesced";
+    if (flags & SOCKACCEL_SK_DRAINING) return "draining";
+    if (flags & SOCKACCEL_SK_TCP_PATH) return "tcp_path";
+    return "active";
+}
+
+std::string key_bytes(const sockaccel_key& k) {
+    return std::string(reinterpret_cast<const char*>(&k), sizeof(k));
+}
+
+}  // namespace
+
+awaitable<proto::Response> Daemon::handle(const proto::Request& request, const PeerCred&) {
+    const std::string& cmd = request.cmd;
+    const json& args = request.args;
+    Reply reply;
+    if (cmd == "ping" || cmd == "version" || cmd == "status" || cmd == "stats" ||
+        cmd == "detach" || cmd == "attach" || cmd == "reload") {
+        if (auto e = check_arg_keys(args, {}, cmd)) co_return proto::Response::failure(
+            request.id, e->code, e->message);
+    }
+    if (cmd == "ping") {
+        reply = json::object();
+    } else if (cmd == "version") {
+        reply = json{{"version", std::string(proto::kSoftwareVersion)},
+                     {"protocol", proto::kProtocolVersion},
+                     {"abi", SOCKACCEL_ABI_VERSION}};
+    } else if (cmd == "status") {
+        reply = cmd_status();
+    } else if (cmd == "stats") {
+        reply = cmd_stats();
+    } else if (cmd == "connections") {
+        reply = cmd_connections(args);
+    } else if (cmd == "flush-map") {
+        reply = co_await cmd_flush(args);
+    } else if (cmd == "detach" || cmd == "attach") {
+        reply = cmd_attach(cmd == "attach");
+    } else if (cmd == "reload") {
+        reply = cmd_reload();
+    } else {
+        reply = tl::unexpected(proto::Error{std::string(proto::errc::kUnknownCommand),
+                                            "command \"" + cmd + "\" is not available in this "
+                                            "version of sockacceld"});
+    }
+    if (!reply) co_return proto::Response::failure(request.id, reply.error().code,
+                                                   reply.error().message);
+    co_return proto::Response::success(request.id, std::move(*reply));
+}
+
+json Daemon::drain_json() const {
+    const auto& last = drain_->last();
+    return {{"active", background_running_},
+            {"pending", last.pending},
+            {"pending_bytes", last.pending_bytes},
+            {"pending_bytes_exact", last.pending_bytes_exact},
+            {"flushed_total", flushed_total_}};
+}
+
+Daemon::Reply Daemon::cmd_status() {
+    const auto& info = dataplane_->info();
+    auto counters = dataplane_->read_counters();
+    if (!counters) return tl::unexpected(kernel_error(counters.error()));
+    auto entries = dataplane_->count_entries();
+    if (!entries) return tl::unexpected(kernel_error(entries.error()));
+    auto flags = dataplane_->flags();
+    if (!flags) return tl::unexpected(kernel_error(flags.error()));
+    const auto& f = dataplane_->features();
+    const double uptime =
+        std::chrono::duration<double>(Clock::now() - started_at_).count();
+    return json{
+        {"version", std::string(proto::kSoftwareVersion)},
+        {"pid", ::getpid()},
+        {"uptime_sec", uptime},
+        {"kernel", kernel_release()},
+        {"attach",
+         {{"attached", dataplane_->sockops_attached()},
+          {"cgroup", info.cgroup_path},
+          {"pin_dir", info.pin_dir},
+          {"adopted", info.adopted},
+          {"sockops_prog_id", info.sockops_prog_id},
+          {"sk_msg_prog_id", info.sk_msg_prog_id},
+          {"sockops_link_id", info.sockops_link_id},
+          {"sock_hash_map_id", info.sock_hash_map_id}}},
+        {"mode",
+         {{"insert", (*flags & SOCKACCEL_CFG_INSERT) != 0},
+          {"redirect", (*flags & SOCKACCEL_CFG_REDIRECT) != 0}}},
+        {"map", {{"entries", *entries}, {"capacity", info.capacity}}},
+        {"counters", counters_to_json(*counters)},
+        {"drain", drain_json()},
+        {"features",
+         {{"sockhash", true},
+          {"sk_msg", true},
+          {"cgroup_bpf_link", true},
+          {"sk_storage_in_sk_msg", true},
+          {"drain_iterator", f.drain_iterator},
+          {"send_tracking", f.send_tracking}}},
+        {"kernel_issues", json::array()},
+        {"config", config_to_json(config_)},
+    };
+}
+
+Daemon::Reply Daemon::cmd_stats() {
+    auto counters = dataplane_->read_counters();
+    if (!counters) return tl::unexpected(kernel_error(counters.error()));
+    auto entries = dataplane_->count_entries();
+    if (!entries) return tl::unexpected(kernel_error(entries.error()));
+    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            Clock::now().time_since_epoch())
+                            .count();
+    return json{{"counters", counters_to_json(*counters)},
+                {"map", {{"entries", *entries}, {"capacity", dataplane_->info().capacity}}},
+                {"timestamp_ms", now_ms}};
+}
+
+Daemon::Reply Daemon::cmd_connections(const json& args) {
+    const std::string cmd = "connections";
+    if (auto e = check_arg_keys(args, {"port", "limit"}, cmd)) return tl::unexpected(*e);
+    std::optional<proto::Error> error;
+    auto port = int_arg(args, "port", 1, 65535, error, cmd);
+    auto limit = int_arg(args, "limit", 1, kMaxListLimit, error, cmd);
+    if (error) return tl::unexpected(*error);
+    const std::size_t max = limit ? static_cast<std::size_t>(*limit) : kDefaultListLimit;
+
+    // The drain iterator in SCAN mode reads every socket's state without
+    // claiming any; without it, the plain map walk still gives keys and
+    // cookies.
+    struct Item {
+        sockaccel_key key;
+        std::uint64_t cookie;
+        std::uint32_t flags;
+    };
+    std::vector<Item> items;
+    if (dataplane_->features().drain_iterator) {
+        auto scan = dataplane_->drain_pass(SOCKACCEL_DRAIN_SCAN, {});
+        if (!scan) return tl::unexpected(kernel_error(scan.error()));
+        for (const auto& r : *scan) items.push_back({r.key, r.cookie, r.sk_flags});
+    } else {
+        auto entries = dataplane_->list_entries(dataplane_->info().capacity);
+        if (!entries) return tl::unexpected(kernel_error(entries.error()));
+        for (const auto& e : *entries) items.push_back({e.key, e.cookie, 0});
+    }
+    std::map<std::string, const Item*> by_key;
+    for (const auto& it : items) by_key[key_bytes(it.key)] = &it;
+
+    json list = json::array();
+    std::set<std::string> shown;
+    std::size_t total = 0;
+    for (const auto& it : items) {
+        const auto k = key_bytes(it.key);
+        if (shown.count(k)) continue;  // listed as the peer of an earlier one
+        if (port && it.key.local_port != *port && it.key.remote_port != *port) continue;
+        sockaccel_key peer;
+        std::memset(&peer, 0, sizeof(peer));
+        sockaccel_key_peer(&peer, &it.key);
+        auto p = by_key.find(key_bytes(peer));
+        ++total;
+        if (p != by_key.end()) {
+            shown.insert(p->first);
+            ++total;
+        }
+        if (list.size() >= max) continue;
+        list.push_back({
+            {"family", it.key.family == SOCKACCEL_AF_INET ? "ipv4" : "ipv6"},
+            {"local_addr", addr_string(it.key.family, it.key.local_ip)},
+            {"local_port", it.key.local_port},
+            {"remote_addr", addr_string(it.key.family, it.key.remote_ip)},
+            {"remote_port", it.key.remote_port},
+            {"cookie", it.cookie},
+            {"peer_cookie", p != by_key.end() ? json(p->second->cookie) : json(nullptr)},
+            {"state", state_name(it.flags)},
+        });
+    }
+    std::size_t shown_sockets = 0;
+    for (const auto& e : list) shown_sockets += e["peer_cookie"].is_null() ? 1 : 2;
+    return json{{"total", total},
+                {"shown", shown_sockets},
+                {"truncated", shown_sockets < total},
+                {"connections", std::move(list)}};
+}
+
+awaitable<Daemon::Reply> Daemon::cmd_flush(const json& args) {
+    const std::string cmd = "flush-map";
+    if (auto e = check_arg_keys(args, {"force", "wait_ms"}, cmd)) co_return tl::unexpected(*e);
+    std::optional<proto::Error> error;
+    auto wait_ms = int_arg(args, "wait_ms", 0, kMaxFlushWaitMs, error, cmd);
+    if (error) co_return tl::unexpected(*error);
+    bool force = false;
+    if (auto it = args.find("force"); it != args.end()) {
+        if (!it->is_boolean()) co_return tl::unexpected(invalid(cmd + ": \"force\" must be a boolean"));
+        force = it->get<bool>();
+    }
+    if (!dataplane_->features().drain_iterator)
+        co_return tl::unexpected(proto::Error{
+            std::string(proto::errc::kKernelError),
+            "this kernel refused the sockhash iterator that flush-map needs to remove sockets "
+            "without losing data; nothing was changed"});
+    const auto t0 = Clock::now();
+    DrainReport r;
+    try {
+        r = co_await drain(/*claim=*/true, force,
+                           std::chrono::milliseconds(wait_ms.value_or(kDefaultFlushWaitMs)));
+    } catch (const std::exception& e) {
+        co_return tl::unexpected(proto::Error{std::string(proto::errc::kKernelError), e.what()});
+    }
+    spdlog::info("flush-map: flushed {}, pending {} ({} unread bytes){}", r.flushed, r.pending,
+                 r.pending_bytes,
+                 force ? fmt::format(", dropped {} socket(s) with {} byte(s)", r.dropped_sockets,
+                                     r.dropped_bytes)
+                       : std::string());
+    co_return json{
+        {"flushed", r.flushed},
+        {"pending", r.pending},
+        {"pending_bytes", r.pending_bytes},
+        {"pending_bytes_exact", r.pending_bytes_exact},
+        {"dropped_sockets", r.dropped_sockets},
+        {"dropped_bytes", r.dropped_bytes},
+        {"background", r.pending > 0},
+        {"elapsed_ms",
+         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count()},
+    };
+}
+
+Daemon::Reply Daemon::cmd_attach(bool attach) {
+    const bool was = dataplane_->sockops_attached();
+    auto r = attach ? dataplane_->attach_sockops() : dataplane_->detach_sockops();
+    if (!r) return tl::unexpected(kernel_error(r.error()));
+    if (was != attach)
+        spdlog::info("{}: new connections {} accelerated", attach ? "attach" : "detach",
+                     attach ? "are" : "are no longer");
+    return json{{"attached", dataplane_->sockops_attached()}, {"changed", was != attach}};
+}
+
+Daemon::Reply Daemon::cmd_reload() {
+    Config next;
+    try {
+        next = load_config();
+    } catch (const StartupError& e) {
+        return tl::unexpected(invalid(std::string(e.what()) +
+                                      "; the running configuration is unchanged"));
+    }
+    json applied = json::array(), restart = json::array();
+    auto check = [&](bool changed, const char* key, bool live) {
+        if (changed) (live ? applied : restart).push_back(key);
+    };
+    check(next.log_level != config_.log_level, "log_level", true);
+    check(next.control.admin_group != config_.control.admin_group, "control.admin_group", true);
+    check(next.control.max_clients != config_.control.max_clients, "control.max_clients", true);
+    check(next.control.idle_timeout_sec != config_.control.idle_timeout_sec,
+          "control.idle_timeout_sec", true);
+    check(next.drain.stop_timeout_sec != config_.drain.stop_timeout_sec, "drain.stop_timeout_sec",
+          true);
+    check(next.cgroup != config_.cgroup, "cgroup", false);
+    check(next.pin_dir != config_.pin_dir, "pin_dir", false);
+    check(next.map_size != config_.map_size, "map_size", false);
+    check(next.control.socket != config_.control.socket, "control.socket", false);
+    check(next.control.group != config_.control.group, "control.group", false);
+
+    // Keys that need a restart keep their running values, so status shows
+    // the configuration actually in effect.
+    config_.log_level = next.log_level;
+    config_.control.admin_group = next.control.admin_group;
+    config_.control.max_clients = next.control.max_clients;
+    config_.control.idle_timeout_sec = next.control.idle_timeout_sec;
+    config_.drain = next.drain;
+    spdlog::set_level(spdlog::level::from_str(config_.log_level));
+    control_->update(config_.control);
+    spdlog::info("reloaded {}{}", config_path_,
+                 restart.empty() ? std::string()
+                                 : "; needs a restart to change: " + restart.dump());
+    return json{{"reloaded", true}, {"applied", applied}, {"restart_required", restart}};
+}
+
+}  // namespace sockaccel

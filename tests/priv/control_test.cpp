@@ -1,0 +1,414 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The control socket against the real daemon: every command, flush-map's
+// data safety, and every bad-input path of the robustness contract
+// (daemon/src/control_server.h).
+#include <linux/bpf.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "harness.h"
+#include "held_pair.h"
+
+using namespace sockaccel;
+using namespace sockaccel::test;
+using nlohmann::json;
+
+namespace {
+
+std::string error_code(const json& response) {
+    INFO(response.dump());
+    REQUIRE(response["ok"] == false);
+    return response["error"]["code"].get<std::string>();
+}
+
+const json& result(const json& response) {
+    INFO(response.dump());
+    REQUIRE(response["ok"] == true);
+    return response["result"];
+}
+
+// Waits until status reports `entries` sockets in the map.
+json wait_entries(ControlClient& ctl, std::uint64_t entries) {
+    json status;
+    for (int i = 0; i < 200; ++i) {
+        status = ctl.request("status");
+        if (status["result"]["map"]["entries"] == entries) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return status;
+}
+
+std::uint64_t rss_kib(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
+    return 0;
+}
+
+}  // namespace
+
+TEST_CASE("every read-only command answers with its documented shape") {
+    TestCgroup cg("cmds");
+    TestPinDir pins("cmds");
+    DaemonProcess daemon(daemon_args(cg, pins));
+    REQUIRE(daemon.ready());
+    ControlClient ctl(pins.socket());
+    REQUIRE(ctl.connected());
+
+    CHECK(result(ctl.request("ping")).empty());
+    auto v = result(ctl.request("version"));
+    CHECK(v["protocol"] == 1);
+    CHECK(v["abi"] == SOCKACCEL_ABI_VERSION);
+
+    auto s = result(ctl.request("status"));
+    CHECK(s["pid"] == daemon.pid());
+    CHECK(s["attach"]["attached"] == true);
+    CHECK(s["attach"]["cgroup"] == cg.path());
+    CHECK(s["attach"]["pin_dir"] == pins.path());
+    CHECK(s["attach"]["sockops_prog_id"].get<int>() > 0);
+    CHECK(s["map"]["capacity"] == 65536);
+    CHECK(s["mode"]["insert"] == true);
+    CHECK(s["mode"]["redirect"] == true);
+    CHECK(s["counters"].contains("redirect_bytes"));
+    CHECK(s["features"]["drain_iterator"] == true);
+    CHECK(s["config"]["pin_dir"] == pins.path());
+    CHECK(s["kernel"].is_string());
+
+    // Traffic shows up in stats and, while open, in connections.
+    HeldPair pair(cg.path(), "127.0.0.1");
+    REQUIRE(pair.send(1000) == "ok sent 1000");
+    auto st = result(ctl.request("stats"));
+    CHECK(st["counters"]["redirect_bytes"] == 1000);
+    CHECK(st["map"]["entries"] == 2);
+    CHECK(st["timestamp_ms"].is_number_integer());
+
+    auto c = result(ctl.request("connections"));
+    CHECK(c["total"] == 2);
+    CHECK(c["shown"] == 2);
+    REQUIRE(c["connections"].size() == 1);  // the pair, listed once
+    CHECK(c["connections"][0]["peer_cookie"].is_number());
+    CHECK(c["connections"][0]["local_addr"] == "127.0.0.1");
+    auto port = c["connections"][0]["local_port"].get<int>();
+    CHECK(result(ctl.request("connections", {{"port", port}}))["connections"].size() == 1);
+    CHECK(result(ctl.request("connections", {{"port", 1}}))["connections"].empty());
+    CHECK(result(ctl.request("connections", {{"limit", 1}}))["connections"].size() == 1);
+    CHECK(error_code(ctl.request("connections", {{"limit", 0}})) == "invalid_argument");
+    CHECK(error_code(ctl.request("connections", {{"port", "x"}})) == "invalid_argument");
+    CHECK(error_code(ctl.request("connections", {{"bogus", 1}})) == "invalid_argument");
+    CHECK(error_code(ctl.request("status", {{"x", 1}})) == "invalid_argument");
+    REQUIRE(pair.read_all() == "ok read 1000");
+    REQUIRE(pair.close() == "ok closed");
+    CHECK(daemon.stop() == 0);
+}
+
+TEST_CASE("detach and attach stop and resume accelerating new connections") {
+    TestCgroup cg("detach");
+    TestPinDir pins("detach");
+    DaemonProcess daemon(daemon_args(cg, pins));
+    REQUIRE(daemon.ready());
+    ControlClient ctl(pins.socket());
+
+    HeldPair before(cg.path(), "127.0.0.1");  // accelerated, stays so
+    auto d = result(ctl.request("detach"));
+    CHECK(d["attached"] == false);
+    CHECK(d["changed"] == true);
+    CHECK(result(ctl.request("detach"))["changed"] == false);
+    CHECK(cg.attached_programs(BPF_CGROUP_SOCK_OPS) == 0);
+    CHECK_FALSE(pins.has("sockops_link"));
+    CHECK(result(ctl.request("status"))["attach"]["attached"] == false);
+
+    auto added = result(ctl.request("stats"))["counters"]["sockets_added"].get<int>();
+    {
+        HeldPair during(cg.path(), "127.0.0.1");
+        REQUIRE(during.send(5000) == "ok sent 5000");
+        CHECK(during.read_all() == "ok read 5000");
+        CHECK(during.close() == "ok closed");
+    }
+    CHECK(result(ctl.request("stats"))["counters"]["sockets_added"] == added);
+    // The connection from before the detach is still accelerated.
+    REQUIRE(before.send(3000) == "ok sent 3000");
+    CHECK(result(ctl.request("stats"))["counters"]["redirect_bytes"] == 3000);
+    CHECK(before.read_all() == "ok read 3000");
+
+    CHECK(result(ctl.request("attach"))["changed"] == true);
+    CHECK(cg.attached_programs(BPF_CGROUP_SOCK_OPS) == 1);
+    HeldPair after(cg.path(), "127.0.0.1");
+    CHECK(result(ctl.request("stats"))["counters"]["sockets_added"] == added + 2);
+    CHECK(after.close() == "ok closed");
+    CHECK(before.close() == "ok closed");
+    CHECK(daemon.stop() == 0);
+}
+
+TEST_CASE("flush-map empties the map without losing a byte") {
+    TestCgroup cg("flush");
+    TestPinDir pins("flush");
+    DaemonProcess daemon(daemon_args(cg, pins));
+    REQUIRE(daemon.ready());
+    ControlClient ctl(pins.socket());
+
+    SECTION("idle connections are flushed at once and keep working over TCP") {
+        HeldPair a(cg.path(), "127.0.0.1");
+        HeldPair b(cg.path(), "::1");
+        REQUIRE(a.send(10000) == "ok sent 10000");
+        REQUIRE(a.read_all() == "ok read 10000");
+        auto r = result(ctl.request("flush-map"));
+        CHECK(r["flushed"] == 4);
+        CHECK(r["pending"] == 0);
+        CHECK(r["dropped_sockets"] == 0);
+        CHECK(result(ctl.request("status"))["map"]["entries"] == 0);
+        REQUIRE(a.send(20000) == "ok sent 30000");
+        CHECK(a.read_all() == "ok read 30000");
+        REQUIRE(b.send(7) == "ok sent 7");
+        CHECK(b.read_all() == "ok read 7");
+        // New connections are accelerated as before.
+        HeldPair c(cg.path(), "127.0.0.1");
+        CHECK(result(ctl.request("status"))["map"]["entries"] == 2);
+        CHECK(c.close() == "ok closed");
+    }
+    SECTION("unread redirected data stays until read, then drains in the background") {
+        HeldPair p(cg.path(), "127.0.0.1");
+        REQUIRE(p.send(200000) == "ok sent 200000");
+        auto r = result(ctl.request("flush-map", {{"wait_ms", 300}}));
+        CHECK(r["flushed"] == 1);  // the sender: nothing unread, nothing in flight
+        CHECK(r["pending"] == 1);  // the receiver holds 200,000 unread bytes
+        CHECK(r["pending_bytes"] == 200000);
+        CHECK(r["background"] == true);
+        auto s = result(ctl.request("status"));
+        CHECK(s["drain"]["pending"] == 1);
+        CHECK(s["drain"]["active"] == true);
+        // The sender now uses TCP; the receiver reads everything in order.
+        REQUIRE(p.send(50000) == "ok sent 250000");
+        CHECK(p.read_all() == "ok read 250000");
+        auto done = wait_entries(ctl, 0);
+        CHECK(done["result"]["map"]["entries"] == 0);
+        CHECK(done["result"]["drain"]["pending"] == 0);
+        CHECK(p.close() == "ok closed");
+    }
+    SECTION("--force drops pending sockets and says exactly what it dropped") {
+        HeldPair p(cg.path(), "127.0.0.1");
+        REQUIRE(p.send(123456) == "ok sent 123456");
+        auto r = result(ctl.request("flush-map", {{"force", true}, {"wait_ms", 100}}));
+        CHECK(r["flushed"] == 2);
+        CHECK(r["pending"] == 0);
+        CHECK(r["dropped_sockets"] == 1);
+        CHECK(r["dropped_bytes"] == 123456);
+        CHECK(result(ctl.request("status"))["map"]["entries"] == 0);
+        CHECK(p.close() == "ok closed");
+    }
+    SECTION("bad arguments change nothing") {
+        HeldPair p(cg.path(), "127.0.0.1");
+        CHECK(error_code(ctl.request("flush-map", {{"force", "yes"}})) == "invalid_argument");
+        CHECK(error_code(ctl.request("flush-map", {{"wait_ms", -1}})) == "invalid_argument");
+        CHECK(error_code(ctl.request("flush-map", {{"now", true}})) == "invalid_argument");
+        CHECK(result(ctl.request("status"))["map"]["entries"] == 2);
+        CHECK(p.close() == "ok closed");
+    }
+    CHECK(daemon.stop() == 0);
+}
+
+TEST_CASE("flush-map repeated during traffic loses, duplicates and reorders nothing") {
+    TestCgroup cg("flushload");
+    TestPinDir pins("flushload");
+    DaemonProcess daemon(daemon_args(cg, pins));
+    REQUIRE(daemon.ready());
+    ControlClient ctl(pins.socket());
+
+    auto traffic = std::async(std::launch::async, [&] {
+        return run_streamcheck({"pair", "--addr", "127.0.0.1", "--connections", "64", "--parallel",
+                                "16", "--min-bytes", "1", "--max-bytes", "2097152",
+                                "--max-pause-ms", "2", "--server-cgroup", cg.path(),
+                                "--client-cgroup", cg.path(), "--timeout", "120"});
+    });
+    int flushes = 0;
+    std::uint64_t flushed = 0;
+    while (traffic.wait_for(std::chrono::milliseconds(30)) != std::future_status::ready) {
+        auto r = result(ctl.request("flush-map", {{"wait_ms", 50}}));
+        flushed += r["flushed"].get<std::uint64_t>();
+        ++flushes;
+    }
+    auto report = traffic.get();
+    INFO(report.dump());
+    CHECK(report["exit_code"] == 0);
+    CHECK(report["lost"] == 0);
+    CHECK(report["duplicated"] == 0);
+    CHECK(report["reordered"] == 0);
+    CHECK(report["corrupted"] == 0);
+    CHECK(report["hangs"] == 0);
+    CHECK(report["errors"] == 0);
+    CHECK(flushes > 3);
+    CHECK(flushed > 0);
+    auto c = result(ctl.request("stats"))["counters"];
+    CHECK(c["redirect_bytes"].get<std::uint64_t>() > 0);
+    CHECK(daemon.stop() == 0);
+}
+
+TEST_CASE("bad control input gets a clear error and never harms the daemon") {
+    TestCgroup cg("badinput");
+    TestPinDir pins("badinput");
+    DaemonProcess daemon(daemon_args(
+        cg, pins, {},
+        R"({"drain":{"stop_timeout_sec":1},"control":{"idle_timeout_sec":1,"max_clients":8}})"));
+    REQUIRE(daemon.ready());
+    ControlClient ctl(pins.socket());
+
+    auto answer = [&](const std::string& raw) {
+        ctl.send_raw(raw);
+        auto line = ctl.read_line();
+        auto j = json::parse(line, nullptr, false);
+        INFO("sent " << raw << " got " << line);
+        REQUIRE(j.is_object());
+        return j;
+    };
+    CHECK(error_code(answer("{not json\n")) == "parse_error");
+    CHECK(error_code(answer("[1,2]\n")) == "parse_error");
+    CHECK(error_code(answer(std::string("\x00\x01\xff\xfe garbage\n", 13))) == "parse_error");
+    CHECK(error_code(answer("{\"v\":1,\"id\":1}\n")) == "invalid_request");
+    CHECK(error_code(answer("{\"v\":1,\"id\":1,\"cmd\":5}\n")) == "invalid_request");
+    CHECK(error_code(answer("{\"v\":1,\"id\":[1],\"cmd\":\"ping\"}\n")) == "invalid_request");
+    CHECK(error_code(answer("{\"v\":2,\"id\":1,\"cmd\":\"ping\"}\n")) == "unsupported_version");
+    auto unknown = answer("{\"v\":1,\"id\":\"abc\",\"cmd\":\"launch\"}\n");
+    CHECK(error_code(unknown) == "unknown_command");
+    CHECK(unknown["id"] == "abc");
+    CHECK(error_code(answer("{\"v\":1,\"id\":1,\"cmd\":\"ping\",\"args\":[]}\n")) ==
+          "invalid_request");
+    // The connection is still usable, and pipelined requests answer in order.
+    ctl.send_raw("{\"v\":1,\"id\":7,\"cmd\":\"ping\"}\n{\"v\":1,\"id\":8,\"cmd\":\"version\"}\n");
+    CHECK(json::parse(ctl.read_line())["id"] == 7);
+    CHECK(json::parse(ctl.read_line())["id"] == 8);
+
+    SECTION("an oversized line is answered with line_too_long, then closed") {
+        ControlClient big(pins.socket());
+        big.send_raw(std::string(70000, 'x'));
+        auto j = json::parse(big.read_line(), nullptr, false);
+        REQUIRE(j.is_object());
+        CHECK(error_code(j) == "line_too_long");
+        CHECK(big.closed_by_peer(std::chrono::seconds(5)));
+    }
+    SECTION("half a line and then silence is closed after the idle timeout") {
+        ControlClient slow(pins.socket());
+        slow.send_raw("{\"v\":1,\"id\":1,\"cm");
+        CHECK(slow.closed_by_peer(std::chrono::seconds(5)));
+    }
+    SECTION("a client that disconnects mid-request does not matter") {
+        for (int i = 0; i < 20; ++i) {
+            ControlClient gone(pins.socket());
+            gone.send_raw("{\"v\":1,\"id\":1,\"cmd\":\"sta");
+        }
+    }
+    SECTION("connections beyond max_clients are refused with too_many_connections") {
+        std::vector<std::unique_ptr<ControlClient>> many;
+        for (int i = 0; i < 7; ++i) many.push_back(std::make_unique<ControlClient>(pins.socket()));
+        for (auto& c : many) CHECK(result(c->request("ping")).empty());  // all accepted
+        ControlClient extra(pins.socket());
+        auto j = json::parse(extra.read_line(), nullptr, false);
+        REQUIRE(j.is_object());
+        CHECK(error_code(j) == "too_many_connections");
+        CHECK(extra.closed_by_peer(std::chrono::seconds(5)));
+        many.clear();
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        ControlClient again(pins.socket());
+        CHECK(result(again.request("ping")).empty());
+    }
+    SECTION("thousands of connection attempts are capped and the daemon keeps serving") {
+        std::vector<std::unique_ptr<ControlClient>> flood;
+        for (int i = 0; i < 2000; ++i) flood.push_back(std::make_unique<ControlClient>(pins.socket()));
+        flood.clear();
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        ControlClient after(pins.socket());
+        CHECK(result(after.request("ping")).empty());
+    }
+    SECTION("a client that never reads its responses only stalls itself") {
+        const auto rss_before = rss_kib(daemon.pid());
+        ControlClient hog(pins.socket());
+        std::string burst;
+        for (int i = 0; i < 2000; ++i)
+            burst += "{\"v\":1,\"id\":" + std::to_string(i) + ",\"cmd\":\"status\"}\n";
+        std::thread writer([&] { hog.send_raw(burst); });
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        ControlClient other(pins.socket());
+        CHECK(result(other.request("ping")).empty());
+        // Buffering is bounded by the socket buffers, not by the backlog.
+        CHECK(rss_kib(daemon.pid()) < rss_before + 16 * 1024);
+        // The stalled connection is closed after the idle timeout.
+        CHECK(hog.closed_by_peer(std::chrono::seconds(10)));
+        writer.join();
+    }
+    ControlClient last(pins.socket());
+    CHECK(result(last.request("ping")).empty());
+    CHECK(daemon.stop() == 0);
+}
+
+TEST_CASE("the control socket is 0660 in a safe directory, and a stale file is replaced") {
+    TestCgroup cg("sock");
+    TestPinDir pins("sock");
+    {
+        DaemonProcess daemon(daemon_args(cg, pins));
+        REQUIRE(daemon.ready());
+        struct stat st {};
+        REQUIRE(::stat(pins.socket().c_str(), &st) == 0);
+        CHECK(S_ISSOCK(st.st_mode));
+        CHECK((st.st_mode & 0777) == 0660);
+        CHECK(st.st_uid == 0);
+        // SIGKILL leaves the socket file behind...
+        CHECK(daemon.stop(SIGKILL) == -SIGKILL);
+    }
+    REQUIRE(::access(pins.socket().c_str(), F_OK) == 0);
+    // ...and the next start replaces it (and adopts the pinned state).
+    DaemonProcess next(daemon_args(cg, pins));
+    REQUIRE(next.ready());
+    ControlClient ctl(pins.socket());
+    CHECK(result(ctl.request("ping")).empty());
+    CHECK(result(ctl.request("status"))["attach"]["adopted"] == true);
+
+    SECTION("a live socket of another daemon is not stolen") {
+        TestPinDir other("sock2");
+        std::vector<std::string> argv = {daemon_binary(), "--cgroup", cg.path(), "--pin-dir",
+                                         other.path(), "--socket", pins.socket()};
+        auto r = run(argv, std::chrono::seconds(30));
+        CHECK(r.exit_code == 1);
+        CHECK(r.err.find("another process is serving the control socket") != std::string::npos);
+    }
+    CHECK(next.stop() == 0);
+}
+
+TEST_CASE("reload re-reads the config; bad config changes nothing") {
+    TestCgroup cg("reload");
+    TestPinDir pins("reload");
+    DaemonProcess daemon(daemon_args(cg, pins));
+    REQUIRE(daemon.ready());
+    ControlClient ctl(pins.socket());
+
+    pins.write_config(R"({"log_level":"debug","map_size":1024,"drain":{"stop_timeout_sec":1}})");
+    auto r = result(ctl.request("reload"));
+    CHECK(r["applied"] == json::array({"log_level"}));
+    CHECK(r["restart_required"] == json::array({"map_size"}));
+    auto cfg = result(ctl.request("status"))["config"];
+    CHECK(cfg["log_level"] == "debug");
+    CHECK(cfg["map_size"] == 65536);  // in effect until a restart
+
+    pins.write_config(R"({"log_level": "loud"})");
+    auto bad = ctl.request("reload");
+    CHECK(error_code(bad) == "invalid_argument");
+    CHECK(bad["error"]["message"].get<std::string>().find("log_level") != std::string::npos);
+    CHECK(result(ctl.request("status"))["config"]["log_level"] == "debug");
+
+    // SIGHUP is the same reload.
+    pins.write_config(R"({"log_level":"warn","drain":{"stop_timeout_sec":1}})");
+    ::kill(daemon.pid(), SIGHUP);
+    json level;
+    for (int i = 0; i < 100; ++i) {
+        level = result(ctl.request("status"))["config"]["log_level"];
+        if (level == "warn") break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    CHECK(level == "warn");
+    CHECK(daemon.stop() == 0);
+}

@@ -82,6 +82,17 @@ const std::string& cgroup_root() {
     return root;
 }
 
+ProcessResult run_until_signal(const std::vector<std::string>& argv,
+                               std::chrono::milliseconds after, int sig) {
+    // coreutils timeout(1) delivers the signal; --preserve-status reports
+    // the program's own exit status, which is what the tests check.
+    std::vector<std::string> wrapped = {"/usr/bin/timeout", "--preserve-status",
+                                        "--signal=" + std::to_string(sig),
+                                        std::to_string(after.count() / 1000.0)};
+    wrapped.insert(wrapped.end(), argv.begin(), argv.end());
+    return run(wrapped, std::chrono::seconds(60));
+}
+
 ProcessResult run(const std::vector<std::string>& argv, std::chrono::seconds timeout,
                   uid_t as_uid) {
     int out[2], err[2];

@@ -43,6 +43,10 @@ ProcessResult run(const std::vector<std::string>& argv,
                   std::chrono::seconds timeout = std::chrono::seconds(120),
                   uid_t as_uid = static_cast<uid_t>(-1));
 
+// Runs argv, sends `sig` after `after`, and collects its output.
+ProcessResult run_until_signal(const std::vector<std::string>& argv,
+                               std::chrono::milliseconds after, int sig);
+
 // A child cgroup of the cgroup v2 root, removed (after moving any leftover
 // processes to the root) on destruction.
 class TestCgroup {

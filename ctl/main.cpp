@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// sockaccelctl: command-line client for sockacceld. This file only parses the
+// command line; src/commands.cpp does the work, src/render.cpp the output.
+//
+// Exit status: 0 success, 1 the daemon reported an error, 2 usage error,
+// 3 the daemon could not be reached or gave no usable response.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "sockaccel/proto/protocol.h"
+#include "src/commands.h"
+#include "src/render.h"
+
+namespace proto = sockaccel::proto;
+namespace ctl = sockaccel::ctl;
+using nlohmann::json;
+
+namespace {
+
+// Longest accepted timeout/interval/wait, so conversions to milliseconds
+// cannot overflow: a day is more than anyone waits for a control command.
+constexpr double kMaxSeconds = 86400.0;
+
+// Interval of a bare `stats --watch`.
+constexpr double kDefaultWatchSec = 1.0;
+
+// Default timeout for flush-map, which may wait for sockets to drain.
+constexpr double kFlushMapTimeoutSec = 60.0;
+
+// Extra time the client allows beyond a flush-map --wait, for the daemon to
+// finish up and answer after its wait ends.
+constexpr double kFlushWaitSlackSec = 10.0;
+
+std::chrono::milliseconds to_ms(double seconds) {
+    return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(seconds * 1000.0)));
+}
+
+std::string summary(std::string_view cmd) {
+    const proto::CommandInfo* info = proto::find_command(cmd);
+    return info != nullptr ? std::string(info->summary) : std::string();
+}
+
+int run(int argc, char** argv) {
+    CLI::App app{
+        "Control sockacceld, the same-host TCP accelerator.\n\n"
+        "Exit status: 0 success, 1 the daemon reported an error, 2 usage error,\n"
+        "3 the daemon could not be reached or gave no usable response.",
+        "sockaccelctl"};
+    // Global options may also follow the subcommand ("sockaccelctl status --json").
+    app.fallthrough();
+    app.require_subcommand(0, 1);
+    app.set_version_flag("--version", "sockaccelctl " + std::string(proto::kSoftwareVersion));
+
+    ctl::GlobalOptions options;
+    double timeout_sec = 10.0;
+    app.add_option("--socket", options.socket_path, "Control socket of sockacceld")
+        ->envname(ctl::kSocketEnvVar)
+        ->capture_default_str()
+        ->type_name("PATH");
+    app.add_flag("--json", options.json, "Print the daemon's result as one line of JSON");
+    CLI::Option* timeout_opt =
+        app.add_option("--timeout", timeout_sec,
+                       "Seconds to wait for the daemon (default 10; flush-map: 60)")
+            ->check(CLI::Range(0.001, kMaxSeconds))
+            ->type_name("SECONDS");
+
+    auto* ping = app.add_subcommand("ping", summary(proto::cmd::kPing));
+    auto* version = app.add_subcommand("version", summary(proto::cmd::kVersion));
+    auto* status = app.add_subcommand("status", summary(proto::cmd::kStatus));
+
+    auto* stats = app.add_subcommand("stats", summary(proto::cmd::kStats));
+    double watch_sec = kDefaultWatchSec;
+    CLI::Option* watch_opt =
+        stats
+            ->add_option("--watch,-w", watch_sec,
+                         "Redraw every SECONDS (default 1) with per-second rates until Ctrl-C")
+            ->expected(0, 1)
+            ->check(CLI::Range(0.1, kMaxSeconds))
+            ->type_name("[SECONDS]");
+
+    auto* connections = app.add_subcommand("connections", summary(proto::cmd::kConnections));
+    std::uint32_t port = 0;
+    std::uint32_t limit = 0;
+    CLI::Option* port_opt =
+        connections->add_option("--port", port, "Only sockets with this local or remote port")
+            ->check(CLI::Range(1, 65535))
+            ->type_name("N");
+    CLI::Option* limit_opt =
+        connections->add_option("--limit", limit, "Show at most N (1-1000; daemon default 100)")
+            ->check(CLI::Range(1, 1000))
+            ->type_name("N");
+
+    auto* flush = app.add_subcommand("flush-map", summary(proto::cmd::kFlushMap));
+    bool force = false;
+    double wait_sec = 0;
+    flush->add_flag("--force", force, "Also drop sockets that still hold unread data");
+    CLI::Option* wait_opt =
+        flush->add_option("--wait", wait_sec, "Wait up to SECONDS for pending sockets to drain")
+            ->check(CLI::Range(0.0, kMaxSeconds))
+            ->type_name("SECONDS");
+
+    auto* attach = app.add_subcommand("attach", summary(proto::cmd::kAttach));
+    auto* detach = app.add_subcommand("detach", summary(proto::cmd::kDetach));
+    auto* reload = app.add_subcommand("reload", summary(proto::cmd::kReload));
+    // policy show|set are part of the protocol but not implemented here yet.
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        // --help and --version are "errors" with status 0; every real
+        // parse error is a usage error, whatever CLI11's own code.
+        int rc = app.exit(e);
+        return rc == 0 ? ctl::kExitOk : ctl::kExitUsage;
+    }
+
+    options.timeout = to_ms(timeout_sec);
+
+    if (*ping) {
+        return ctl::run_command(options, proto::cmd::kPing, json::object(), ctl::render_ping);
+    }
+    if (*version) {
+        return ctl::run_command(options, proto::cmd::kVersion, json::object(), [](const json& r) {
+            return ctl::render_version(r, proto::kSoftwareVersion);
+        });
+    }
+    if (*status) {
+        return ctl::run_command(options, proto::cmd::kStatus, json::object(), ctl::render_status);
+    }
+    if (*stats) {
+        if (watch_opt->count() > 0) {
+            // A bare --watch leaves no result (and CLI11 then stores 0 in
+            // watch_sec): use the documented default interval.
+            const auto& given = watch_opt->results();
+            if (given.empty() || given.front().empty()) watch_sec = kDefaultWatchSec;
+            return ctl::run_stats_watch(options, to_ms(watch_sec));
+        }
+        return ctl::run_command(options, proto::cmd::kStats, json::object(),
+                                [](const json& r) { return ctl::render_stats(r); });
+    }
+    if (*connections) {
+        json args = json::object();
+        if (port_opt->count() > 0) args["port"] = port;
+        if (limit_opt->count() > 0) args["limit"] = limit;
+        return ctl::run_command(options, proto::cmd::kConnections, std::move(args),
+                                ctl::render_connections);
+    }
+    if (*flush) {
+        json args = json::object();
+        if (force) args["force"] = true;
+        if (wait_opt->count() > 0) args["wait_ms"] = to_ms(wait_sec).count();
+        if (timeout_opt->count() == 0) {
+            // The daemon may legitimately take the whole --wait; do not give up first.
+            double sec = kFlushMapTimeoutSec;
+            if (wait_opt->count() > 0) sec = std::max(sec, wait_sec + kFlushWaitSlackSec);
+            options.timeout = to_ms(sec);
+        }
+        return ctl::run_command(options, proto::cmd::kFlushMap, std::move(args),
+                                [force](const json& r) { return ctl::render_flush(r, force); });
+    }
+    if (*attach) {
+        return ctl::run_command(options, proto::cmd::kAttach, json::object(),
+                                [](const json& r) { return ctl::render_attach(r, true); });
+    }
+    if (*detach) {
+        return ctl::run_command(options, proto::cmd::kDetach, json::object(),
+                                [](const json& r) { return ctl::render_attach(r, false); });
+    }
+    if (*reload) {
+        return ctl::run_command(options, proto::cmd::kReload, json::object(), ctl::render_reload);
+    }
+    // Not require_subcommand(1): with it CLI11 reports a mistyped command
+    // as "A subcommand is required" instead of naming the unexpected word.
+    std::cerr << "sockaccelctl: a subcommand is required\nRun with --help for more information.\n";
+    return ctl::kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        // Nothing should throw past the renderers; if something does, still
+        // say what happened instead of aborting.
+        std::cerr << "sockaccelctl: internal error: " << e.what() << '\n';
+        return ctl::kExitUnreachable;
+    }
+}

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon.h"
+#include "request_args.h"
 #include "sockaccel/key.h"
 
 namespace sockaccel {
@@ -22,42 +23,12 @@ using nlohmann::json;
 
 namespace {
 
-constexpr std::size_t kDefaultListLimit = 100;
-// One response line is at most 64 KiB; a listed socket takes ~230 bytes.
-constexpr std::size_t kMaxListLimit = 200;
-constexpr std::int64_t kDefaultFlushWaitMs = 2000;
-constexpr std::int64_t kMaxFlushWaitMs = 600000;
-
 proto::Error invalid(std::string message) {
     return {std::string(proto::errc::kInvalidArgument), std::move(message)};
 }
 
 proto::Error kernel_error(const SysError& e) {
     return {std::string(proto::errc::kKernelError), e.message()};
-}
-
-// Rejects argument keys a command does not take.
-std::optional<proto::Error> check_arg_keys(const json& args, std::initializer_list<const char*> known,
-                                           const std::string& cmd) {
-    for (const auto& [k, v] : args.items()) {
-        bool ok = false;
-        for (const char* name : known) ok = ok || k == name;
-        if (!ok) return invalid(cmd + ": unknown argument \"" + k + "\"");
-    }
-    return std::nullopt;
-}
-
-std::optional<std::int64_t> int_arg(const json& args, const char* key, std::int64_t min,
-                                    std::int64_t max, std::optional<proto::Error>& error,
-                                    const std::string& cmd) {
-    auto it = args.find(key);
-    if (it == args.end()) return std::nullopt;
-    if (!it->is_number_integer() || it->get<std::int64_t>() < min || it->get<std::int64_t>() > max) {
-        error = invalid(cmd + ": \"" + key + "\" must be an integer between " +
-                        std::to_string(min) + " and " + std::to_string(max));
-        return std::nullopt;
-    }
-    return it->get<std::int64_t>();
 }
 
 std::string addr_string(std::uint16_t family, const __u32 ip[4]) {
@@ -86,11 +57,11 @@ awaitable<proto::Response> Daemon::handle(const proto::Request& request, const P
     const std::string& cmd = request.cmd;
     const json& args = request.args;
     Reply reply;
-    if (cmd == "ping" || cmd == "version" || cmd == "status" || cmd == "stats" ||
-        cmd == "detach" || cmd == "attach" || cmd == "reload") {
-        if (auto e = check_arg_keys(args, {}, cmd)) co_return proto::Response::failure(
-            request.id, e->code, e->message);
-    }
+    // Every argument of every command is checked before anything runs
+    // (request_args.h), so a bad request changes nothing.
+    if (auto valid = validate_request(request); !valid)
+        co_return proto::Response::failure(request.id, valid.error().code,
+                                           valid.error().message);
     if (cmd == "ping") {
         reply = json::object();
     } else if (cmd == "version") {
@@ -185,13 +156,10 @@ Daemon::Reply Daemon::cmd_stats() {
 }
 
 Daemon::Reply Daemon::cmd_connections(const json& args) {
-    const std::string cmd = "connections";
-    if (auto e = check_arg_keys(args, {"port", "limit"}, cmd)) return tl::unexpected(*e);
-    std::optional<proto::Error> error;
-    auto port = int_arg(args, "port", 1, 65535, error, cmd);
-    auto limit = int_arg(args, "limit", 1, kMaxListLimit, error, cmd);
-    if (error) return tl::unexpected(*error);
-    const std::size_t max = limit ? static_cast<std::size_t>(*limit) : kDefaultListLimit;
+    auto parsed = validate_connections_args(args);
+    if (!parsed) return tl::unexpected(parsed.error());
+    const std::optional<std::uint16_t> port = parsed->port;
+    const std::size_t max = parsed->limit;
 
     // The drain iterator in SCAN mode reads every socket's state without
     // claiming any; without it, the plain map walk still gives keys and
@@ -251,16 +219,9 @@ Daemon::Reply Daemon::cmd_connections(const json& args) {
 }
 
 awaitable<Daemon::Reply> Daemon::cmd_flush(const json& args) {
-    const std::string cmd = "flush-map";
-    if (auto e = check_arg_keys(args, {"force", "wait_ms"}, cmd)) co_return tl::unexpected(*e);
-    std::optional<proto::Error> error;
-    auto wait_ms = int_arg(args, "wait_ms", 0, kMaxFlushWaitMs, error, cmd);
-    if (error) co_return tl::unexpected(*error);
-    bool force = false;
-    if (auto it = args.find("force"); it != args.end()) {
-        if (!it->is_boolean()) co_return tl::unexpected(invalid(cmd + ": \"force\" must be a boolean"));
-        force = it->get<bool>();
-    }
+    auto parsed = validate_flush_args(args);
+    if (!parsed) co_return tl::unexpected(parsed.error());
+    const bool force = parsed->force;
     if (!dataplane_->features().drain_iterator)
         co_return tl::unexpected(proto::Error{
             std::string(proto::errc::kKernelError),
@@ -269,8 +230,7 @@ awaitable<Daemon::Reply> Daemon::cmd_flush(const json& args) {
     const auto t0 = Clock::now();
     DrainReport r;
     try {
-        r = co_await drain(/*claim=*/true, force,
-                           std::chrono::milliseconds(wait_ms.value_or(kDefaultFlushWaitMs)));
+        r = co_await drain(/*claim=*/true, force, parsed->wait);
     } catch (const std::exception& e) {
         co_return tl::unexpected(proto::Error{std::string(proto::errc::kKernelError), e.what()});
     }

@@ -94,8 +94,8 @@ int run(int argc, char** argv) {
             ->check(CLI::Range(1, 65535))
             ->type_name("N");
     CLI::Option* limit_opt =
-        connections->add_option("--limit", limit, "Show at most N (1-1000; daemon default 100)")
-            ->check(CLI::Range(1, 1000))
+        connections->add_option("--limit", limit, "Show at most N pairs (1-200; default 100)")
+            ->check(CLI::Range(1, 200))
             ->type_name("N");
 
     auto* flush = app.add_subcommand("flush-map", summary(proto::cmd::kFlushMap));

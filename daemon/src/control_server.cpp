@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "control_server.h"
 
+#include "request_args.h"
+
 #include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -248,6 +250,10 @@ awaitable<void> ControlServer::serve(std::shared_ptr<Session> s) {
     try {
         for (;;) {
             while (auto line = framer.next_line()) {
+                // A request being worked on (flush-map may wait for
+                // seconds) is not idleness; the clock restarts once the
+                // answer is written.
+                s->deadline = std::chrono::steady_clock::time_point::max();
                 proto::Response response = co_await dispatch(*line, s->peer);
                 auto out = proto::serialize(response);
                 s->deadline = std::chrono::steady_clock::now() + idle();
@@ -278,17 +284,12 @@ awaitable<void> ControlServer::serve(std::shared_ptr<Session> s) {
 }
 
 awaitable<proto::Response> ControlServer::dispatch(const std::string& line, const PeerCred& peer) {
-    auto request = proto::parse_request(line);
-    if (!request) co_return proto::to_response(request.error());
-    if (proto::is_mutating_command(request->cmd)) {
-        if (!is_admin(peer))
-            co_return proto::Response::failure(
-                request->id, std::string(proto::errc::kPermissionDenied),
-                request->cmd + " needs root or membership in group " +
-                    (config_.admin_group.empty() ? std::string("(none configured)")
-                                                 : config_.admin_group));
+    // Parsing and the permission decision are pure code shared with the
+    // fuzz target (request_args.h).
+    auto request = admit_request(line, is_admin(peer), config_.admin_group);
+    if (!request) co_return std::move(request.error());
+    if (needs_admin(request->cmd))
         spdlog::info("control: {} requested by uid {} pid {}", request->cmd, peer.uid, peer.pid);
-    }
     try {
         co_return co_await handler_.handle(*request, peer);
     } catch (const std::exception& e) {

@@ -64,15 +64,14 @@ void Daemon::start() {
     }
     pin_lock_ = std::move(*lock);
 
+    // The control socket first: a conflict there must stop the start
+    // before anything is attached. If the data plane then fails, the
+    // server's destructor removes the socket file again.
+    control_ = std::make_unique<ControlServer>(io_, config_.control, *this);
+    if (auto r = control_->listen(); !r) throw StartupError(r.error().message());
+
     dataplane_ = DataPlane::start({*cgroup, config_.pin_dir, config_.map_size});
     drain_ = std::make_unique<Drain>(*dataplane_);
-
-    control_ = std::make_unique<ControlServer>(io_, config_.control, *this);
-    if (auto r = control_->listen(); !r) {
-        // Nothing is lost by stopping here: the data plane was just started
-        // (or adopted) and stays pinned for the next start.
-        throw StartupError(r.error().message());
-    }
     control_->start();
 
     const auto& info = dataplane_->info();

@@ -80,7 +80,8 @@ enum sockaccel_counter {
 
 /* Bits of sockaccel_config.flags. */
 enum sockaccel_config_flag {
-	/* sockops inserts newly established sockets. Cleared by "detach". */
+	/* sockops inserts newly established sockets. Cleared on stop, before
+	 * the sockops link is detached. */
 	SOCKACCEL_CFG_INSERT = 1u << 0,
 	/* sk_msg redirects. Cleared to drain: every sender then falls back to
 	 * TCP for good (see the ordering rule in sockaccel.bpf.c). */

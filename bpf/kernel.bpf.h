@@ -36,7 +36,6 @@ struct sock {
 	void *sk_user_data;
 } __attribute__((preserve_access_index));
 
-struct msghdr;
 struct seq_file;
 struct bpf_map;
 

@@ -74,10 +74,6 @@ struct {
 	__type(value, __u8);
 } drain_delete SEC(".maps");
 
-/* Set before load from the feature probe: true when fentry/fexit on
- * tcp_bpf_sendmsg are available to count sends in progress exactly. */
-const volatile __u8 track_sends = 0;
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SOCKACCEL_CNT__MAX);
@@ -233,38 +229,6 @@ pass:
 	return SK_PASS;
 }
 
-/*
- * Sends in progress, per socket. tcp_bpf_sendmsg() runs the verdict under
- * the socket lock, then releases the lock and enqueues into the peer
- * (tcp_bpf_send_verdict -> tcp_bpf_sendmsg_redir in net/ipv4/tcp_bpf.c), so
- * a redirect decided before a drain marked the socket can still be landing
- * after the mark. Once "sending" has been seen at 0 after the mark, every
- * such redirect has landed, and every later send reads the mark.
- * These run for every socket that uses tcp_bpf (sockmap members only); a
- * socket without our storage costs one failed lookup.
- */
-SEC("fentry/tcp_bpf_sendmsg")
-int BPF_PROG(sockaccel_send_enter, struct sock *sk)
-{
-	struct sockaccel_sk_state *st = bpf_sk_storage_get(&sk_state, sk, 0, 0);
-
-	if (st)
-		__sync_fetch_and_add(&st->sending, 1);
-	return 0;
-}
-
-SEC("fexit/tcp_bpf_sendmsg")
-int BPF_PROG(sockaccel_send_exit, struct sock *sk)
-{
-	struct sockaccel_sk_state *st = bpf_sk_storage_get(&sk_state, sk, 0, 0);
-
-	/* Never below zero, even for a call that entered before fentry was
-	 * attached. */
-	if (st && st->sending > 0)
-		__sync_fetch_and_add(&st->sending, -1);
-	return 0;
-}
-
 static __always_inline struct sk_psock *sk_psock_of(struct sock *sk)
 {
 	unsigned long data = (unsigned long)BPF_CORE_READ(sk, sk_user_data);
@@ -339,19 +303,16 @@ int sockaccel_drain(struct bpf_iter__sockmap *ctx)
 		/* QUIESCED only for a mark made by an earlier pass: that pass's
 		 * syscall has completed, so every send that starts later sees the
 		 * mark, and "no send in progress" now means none missed it. */
-		if ((old & SOCKACCEL_SK_DRAINING) && !(old & SOCKACCEL_SK_QUIESCED)) {
-			int quiet;
-
-			if (track_sends)
-				quiet = st->sending == 0;
-			else
-				/* Without fentry: only the sockhash holds the psock,
-				 * so no send (or receive) is in progress. Safe, but
-				 * a blocked reader delays the drain. */
-				quiet = psock && BPF_CORE_READ(psock, refcnt.refs.counter) == 1;
-			if (quiet)
-				__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_QUIESCED);
-		}
+		/* tcp_bpf_sendmsg() holds a psock reference for the whole call,
+		 * including the unlocked redirect into the peer
+		 * (tcp_bpf_send_verdict -> tcp_bpf_sendmsg_redir, in
+		 * net/ipv4/tcp_bpf.c). A count of 1 is the sockhash's own
+		 * reference: no send is in progress. Safe, but conservative: a
+		 * thread blocked in recvmsg also holds one, so such a socket
+		 * drains once that read returns. */
+		if ((old & SOCKACCEL_SK_DRAINING) && !(old & SOCKACCEL_SK_QUIESCED) && psock &&
+		    BPF_CORE_READ(psock, refcnt.refs.counter) == 1)
+			__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_QUIESCED);
 	} else if (dc->mode == SOCKACCEL_DRAIN_DELETE ||
 		   dc->mode == SOCKACCEL_DRAIN_FORCE_DELETE) {
 		if (bpf_map_lookup_elem(&drain_delete, &rec.cookie) &&

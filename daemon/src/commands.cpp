@@ -135,8 +135,7 @@ Daemon::Reply Daemon::cmd_status() {
           {"sk_msg", true},
           {"cgroup_bpf_link", true},
           {"sk_storage_in_sk_msg", true},
-          {"drain_iterator", f.drain_iterator},
-          {"send_tracking", f.send_tracking}}},
+          {"drain_iterator", f.drain_iterator}}},
         {"kernel_issues", json::array()},
         {"config", config_to_json(config_)},
     };

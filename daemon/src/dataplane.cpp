@@ -157,21 +157,12 @@ std::unique_ptr<DataPlane> DataPlane::start(const DataPlaneOptions& options) {
 }
 
 void DataPlane::open_and_load(const DataPlaneOptions& options) {
-    // Optional mechanisms, most capable first. A kernel (or sandbox) that
-    // refuses one still gets a working, lossless data plane without it:
-    //  - fentry/fexit on tcp_bpf_sendmsg count sends in progress exactly;
-    //    without them the drain waits for the psock's own reference alone.
-    //  - the sockhash iterator is the lossless drain; without it sockets
-    //    are never deleted, only left to close.
-    // Which one a kernel lacks is found by trying, never by version.
-    struct Attempt {
-        bool send_tracking;
-        bool drain_iterator;
-    };
-    const Attempt attempts[] = {{true, true}, {false, true}, {false, false}};
+    // The drain iterator is optional: a kernel (or sandbox) that refuses it
+    // still gets a working, lossless data plane without it, where sockets
+    // leave the map only when they close. Found by trying, never by version.
     int last_err = 0;
-    for (const auto& attempt : attempts) {
-        g_probing = &attempt != &attempts[std::size(attempts) - 1];
+    for (const bool drain_iterator : {true, false}) {
+        g_probing = drain_iterator;
         if (skel_) sockaccel_bpf__destroy(skel_);
         skel_ = sockaccel_bpf__open();
         if (!skel_) throw_bpf_error("open BPF skeleton", errno);
@@ -179,21 +170,19 @@ void DataPlane::open_and_load(const DataPlaneOptions& options) {
             throw_bpf_error("set sockhash capacity", err);
         if (int err = bpf_map__set_max_entries(skel_->maps.drain_delete, options.map_size))
             throw_bpf_error("set drain map capacity", err);
-        skel_->rodata->track_sends = attempt.send_tracking ? 1 : 0;
-        bpf_program__set_autoload(skel_->progs.sockaccel_send_enter, attempt.send_tracking);
-        bpf_program__set_autoload(skel_->progs.sockaccel_send_exit, attempt.send_tracking);
-        bpf_program__set_autoload(skel_->progs.sockaccel_drain, attempt.drain_iterator);
+        bpf_program__set_autoload(skel_->progs.sockaccel_drain, drain_iterator);
         adopt_or_reset_pins();
         last_err = sockaccel_bpf__load(skel_);
         if (last_err == 0) {
-            features_.send_tracking = attempt.send_tracking;
-            features_.drain_iterator = attempt.drain_iterator;
+            features_.drain_iterator = drain_iterator;
             break;
         }
         last_err = -last_err;
-        spdlog::debug("loading with send tracking={} drain iterator={} failed: {}; trying less",
-                      attempt.send_tracking, attempt.drain_iterator, errstr(last_err));
-        // The core programs themselves were refused: no fallback helps.
+        spdlog::debug("loading with drain iterator={} failed: {}", drain_iterator,
+                      errstr(last_err));
+        // No fallback helps when BPF itself is missing. (EPERM is worth the
+        // retry: check_privilege() passed, so a refusal here is about the
+        // iterator program type, as this VM refuses fentry.)
         if (last_err == ENOSYS) break;
     }
     g_probing = false;

@@ -57,7 +57,6 @@ struct AttachInfo {
 
 // Optional kernel mechanisms, found by trying to load them.
 struct DataPlaneFeatures {
-    bool send_tracking = false;   // fentry/fexit on tcp_bpf_sendmsg
     bool drain_iterator = false;  // iter/sockmap with CO-RE psock access
 };
 

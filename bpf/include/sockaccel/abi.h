@@ -115,8 +115,8 @@ enum sockaccel_sk_flag {
 /* Per-socket state in a BPF_MAP_TYPE_SK_STORAGE map; lives and dies with the
  * socket, whatever happens to the sockhash entry. */
 struct sockaccel_sk_state {
-	__u32 flags;   /* enum sockaccel_sk_flag */
-	__u32 sending; /* tcp_bpf_sendmsg calls in progress (fentry/fexit) */
+	__u32 flags; /* enum sockaccel_sk_flag */
+	__u32 pad;
 };
 
 /* What the drain iterator does on this pass (sockaccel_drain_ctl.mode). */

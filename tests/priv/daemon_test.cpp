@@ -214,6 +214,42 @@ TEST_CASE("start-up errors are one clear line and exit code 1") {
         CHECK(r.err.find("root") != std::string::npos);
         CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     }
+    SECTION("a bad config file: one line naming the key, exit 1, nothing attached") {
+        for (const auto& [text, expect] : std::vector<std::pair<std::string, std::string>>{
+                 {R"({"map_sise": 5})", "unknown key \"map_sise\""},
+                 {R"({"map_size": "5"})", "key \"map_size\": must be an integer"},
+                 {R"({"control": {"socket": 7}})", "key \"control.socket\": must be a string"},
+                 {"{ not json", "not valid JSON"}}) {
+            const auto config = pins.write_config(text);
+            auto r = run({daemon_binary(), "--config", config, "--cgroup", cg.path(),
+                          "--pin-dir", pins.path(), "--socket", pins.socket()},
+                         std::chrono::seconds(30));
+            INFO(text << " -> " << r.err);
+            CHECK(r.exit_code == 1);
+            CHECK(r.err.find(expect) != std::string::npos);
+            CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+            CHECK_FALSE(pins.exists());
+        }
+        auto missing = run({daemon_binary(), "--config", "/nonexistent/sockacceld.json"},
+                           std::chrono::seconds(30));
+        CHECK(missing.exit_code == 1);
+        CHECK(missing.err == "error: /nonexistent/sockacceld.json: cannot read: No such file or "
+                             "directory\n");
+    }
+    SECTION("bad command-line arguments are usage errors (exit 2)") {
+        CHECK(run({daemon_binary(), "--map-size", "0"}, std::chrono::seconds(30)).exit_code == 2);
+        CHECK(run({daemon_binary(), "--log-level", "loud"}, std::chrono::seconds(30)).exit_code ==
+              2);
+        CHECK(run({daemon_binary(), "--pin-dir", "relative"}, std::chrono::seconds(30))
+                  .exit_code == 2);
+        CHECK(run({daemon_binary(), "--bogus"}, std::chrono::seconds(30)).exit_code == 2);
+        auto help = run({daemon_binary(), "--help"}, std::chrono::seconds(30));
+        CHECK(help.exit_code == 0);
+        CHECK(help.out.find("--pin-dir") != std::string::npos);
+        auto version = run({daemon_binary(), "--version"}, std::chrono::seconds(30));
+        CHECK(version.exit_code == 0);
+        CHECK(version.out.find("sockacceld 0.1.0") != std::string::npos);
+    }
     SECTION("a cgroup that does not exist") {
         std::vector<std::string> argv = {daemon_binary(), "--config", SOCKACCEL_TEST_EMPTY_CONFIG,
                                          "--cgroup", cg.path() + "/missing", "--pin-dir",

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "format.h"
+#include "sockaccel/proto/protocol.h"
 
 namespace sockaccel::ctl {
 
@@ -16,24 +17,18 @@ using nlohmann::json;
 
 namespace {
 
-// The data-plane counters in the order people read them (the daemon's
-// counters_to_json() names). Counters not listed here still appear in
-// `stats`, after these, so a newer daemon's additions are not hidden.
-constexpr std::array<std::string_view, 13> kCounterOrder = {
-    "sockets_added",
-    "add_failed",
-    "add_failed_map_full",
-    "add_failed_other",
-    "add_skipped_disabled",
-    "add_skipped_data_sent",
-    "redirect_msgs",
-    "redirect_bytes",
-    "redirect_misses",
-    "tcp_path_sockets",
-    "pass_msgs",
-    "pass_bytes",
-    "storage_missing",
-};
+// The data-plane counters in the order people read them: the protocol's
+// order, with the add_failed total ahead of its reasons. Counters not listed
+// here still appear in `stats`, after these, so a newer daemon's additions
+// are not hidden.
+const std::vector<std::string_view>& counter_order() {
+    static const std::vector<std::string_view> order = [] {
+        std::vector<std::string_view> v(proto::kCounterNames.begin(), proto::kCounterNames.end());
+        v.insert(v.begin() + 1, proto::kCounterAddFailed);
+        return v;
+    }();
+    return order;
+}
 
 // Counters for which watch mode computes a per-second rate.
 constexpr std::array<std::string_view, 5> kRateCounters = {
@@ -380,10 +375,10 @@ std::string render_stats(const json& result, const json* rates) {
             if (with_rates) rows.back().push_back("");
         }
     }
-    for (std::string_view name : kCounterOrder) row_for(std::string(name));
+    const auto& order = counter_order();
+    for (std::string_view name : order) row_for(std::string(name));
     for (auto it = counters.begin(); it != counters.end(); ++it) {
-        if (std::find(kCounterOrder.begin(), kCounterOrder.end(), it.key()) ==
-            kCounterOrder.end()) {
+        if (std::find(order.begin(), order.end(), it.key()) == order.end()) {
             row_for(it.key());
         }
     }

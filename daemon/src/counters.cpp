@@ -3,25 +3,14 @@
 
 #include <cstring>
 
+#include "sockaccel/proto/protocol.h"
+
 namespace sockaccel {
 namespace {
 
-// Indexed by enum sockaccel_counter; the static_assert below keeps the table
-// and the ABI enum the same length.
-constexpr std::array<std::string_view, SOCKACCEL_CNT__MAX> kNames = {
-    "sockets_added",
-    "add_failed_map_full",
-    "add_failed_other",
-    "add_skipped_disabled",
-    "add_skipped_data_sent",
-    "redirect_msgs",
-    "redirect_bytes",
-    "redirect_misses",
-    "tcp_path_sockets",
-    "pass_msgs",
-    "pass_bytes",
-    "storage_missing",
-};
+// The protocol owns the names; the ABI owns the indexes. Same length, same
+// order, or this does not build.
+constexpr const auto& kNames = proto::kCounterNames;
 static_assert(kNames.size() == SOCKACCEL_CNT__MAX);
 
 }  // namespace
@@ -44,7 +33,7 @@ std::uint64_t sum_per_cpu(std::span<const std::uint8_t> per_cpu, std::size_t ncp
 nlohmann::json counters_to_json(const CounterValues& values) {
     nlohmann::json out = nlohmann::json::object();
     for (std::size_t i = 0; i < values.size(); ++i) out[std::string(kNames[i])] = values[i];
-    out["add_failed"] =
+    out[std::string(proto::kCounterAddFailed)] =
         values[SOCKACCEL_CNT_ADD_FAILED_FULL] + values[SOCKACCEL_CNT_ADD_FAILED_OTHER];
     return out;
 }

@@ -28,6 +28,7 @@
 // functions are safe to call concurrently on distinct objects.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -63,6 +64,19 @@ inline constexpr std::size_t kMaxIdBytes = 256;
 // recurse, so without a cap a 64 KiB line of "[[[[..." could exhaust a
 // thread's stack long after parsing succeeded.
 inline constexpr std::size_t kMaxJsonDepth = 64;
+
+// Names of the data-plane counters in `status` and `stats` results
+// ("counters" object), in the order of enum sockaccel_counter in
+// bpf/include/sockaccel/abi.h (the daemon static_asserts the length).
+// Results also carry kCounterAddFailed, the sum of the two add_failed_*
+// reasons. Names are part of the protocol: append only.
+inline constexpr std::array<std::string_view, 12> kCounterNames = {
+    "sockets_added",        "add_failed_map_full", "add_failed_other",
+    "add_skipped_disabled", "add_skipped_data_sent", "redirect_msgs",
+    "redirect_bytes",       "redirect_misses",     "tcp_path_sockets",
+    "pass_msgs",            "pass_bytes",          "storage_missing",
+};
+inline constexpr std::string_view kCounterAddFailed = "add_failed";
 
 // ---------------------------------------------------------------------------
 // Error codes (the "code" member of an error response). Stable API: clients

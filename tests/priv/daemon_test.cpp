@@ -20,18 +20,6 @@ using namespace sockaccel::test;
 
 namespace {
 
-void check_integrity(const nlohmann::json& report) {
-    INFO(report.dump());
-    CHECK(report["exit_code"] == 0);
-    CHECK(report["lost"] == 0);
-    CHECK(report["duplicated"] == 0);
-    CHECK(report["reordered"] == 0);
-    CHECK(report["corrupted"] == 0);
-    CHECK(report["hangs"] == 0);
-    CHECK(report["errors"] == 0);
-    CHECK(report["completed"] == report["connections"]);
-}
-
 std::vector<std::string> pair_args(const std::string& addr, const std::string& server_cg,
                                    const std::string& client_cg, int connections) {
     std::vector<std::string> a = {"pair", "--addr", addr, "--connections",

@@ -14,6 +14,8 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <catch2/catch.hpp>
+
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -370,6 +372,18 @@ nlohmann::json run_streamcheck(const std::vector<std::string>& args) {
                                  std::to_string(r.exit_code) + "): " + r.out + r.err);
     j["exit_code"] = r.exit_code;
     return j;
+}
+
+void check_integrity(const nlohmann::json& report) {
+    INFO(report.dump());
+    CHECK(report["exit_code"] == 0);
+    CHECK(report["lost"] == 0);
+    CHECK(report["duplicated"] == 0);
+    CHECK(report["reordered"] == 0);
+    CHECK(report["corrupted"] == 0);
+    CHECK(report["hangs"] == 0);
+    CHECK(report["errors"] == 0);
+    CHECK(report["completed"] == report["connections"]);
 }
 
 }  // namespace sockaccel::test

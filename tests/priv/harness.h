@@ -150,4 +150,8 @@ std::uint64_t pinned_entries(const std::string& pin_dir);
 // "exit_code" member.
 nlohmann::json run_streamcheck(const std::vector<std::string>& args);
 
+// Catch2 checks that a streamcheck report shows every byte delivered once,
+// in order, with no hang and no error.
+void check_integrity(const nlohmann::json& report);
+
 }  // namespace sockaccel::test

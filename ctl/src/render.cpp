@@ -188,7 +188,12 @@ std::string kernel_issues_row(const json& result) {
         auto id = get_string(issue, "id");
         auto summary = get_string(issue, "summary");
         if (!id && !summary) continue;
+        // The daemon lists every issue it tests for; show the ones found,
+        // and say so when the test could not tell.
+        const json* detected = find_member(issue, "detected");
+        if (detected && detected->is_boolean() && !detected->get<bool>()) continue;
         std::string line = id.value_or("?");
+        if (detected && detected->is_null()) line += " (not determined)";
         if (summary) line += ": " + *summary;
         lines.push_back(std::move(line));
     }

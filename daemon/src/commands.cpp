@@ -136,7 +136,7 @@ Daemon::Reply Daemon::cmd_status() {
           {"cgroup_bpf_link", true},
           {"sk_storage_in_sk_msg", true},
           {"drain_iterator", f.drain_iterator}}},
-        {"kernel_issues", json::array()},
+        {"kernel_issues", json::array({eagain_issue_json(kernel_selftest_ ? kernel_selftest_->detected : std::nullopt)})},
         {"config", config_to_json(config_)},
     };
 }

@@ -43,6 +43,10 @@ void Daemon::start() {
     config_ = load_config();
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
     DataPlane::check_privilege();
+    // Independent of the data plane (a private map in a child process), so
+    // it runs before anything is locked, opened or attached: the child then
+    // inherits none of those descriptors.
+    run_kernel_selftest();
 
     auto root = find_cgroup2_mount();
     if (!root)
@@ -74,6 +78,7 @@ void Daemon::start() {
     drain_ = std::make_unique<Drain>(*dataplane_);
     control_->start();
 
+    log_kernel_selftest();
     const auto& info = dataplane_->info();
     auto entries = dataplane_->count_entries();
     spdlog::info("attached to cgroup {} (sockops prog {}, link {}; sk_msg prog {}); sockhash {} "
@@ -95,6 +100,30 @@ void Daemon::start() {
     // A previous run may have stopped mid-drain: its claimed sockets never
     // redirect again, so finish removing them.
     if (info.adopted && f.drain_iterator) ensure_background_drain();
+}
+
+void Daemon::run_kernel_selftest() {
+    kernel_selftest_ = probe_blocking_read_eagain();
+}
+
+void Daemon::log_kernel_selftest() const {
+    if (!kernel_selftest_) {
+        spdlog::warn("{}; the blocking-read EAGAIN issue is reported as unknown, ignoring",
+                     kernel_selftest_.error().message());
+        return;
+    }
+    const auto& probe = *kernel_selftest_;
+    const char* verdict = !probe.detected  ? "unknown"
+                          : *probe.detected ? "detected"
+                                            : "not detected";
+    spdlog::info("kernel self-test: blocking-read EAGAIN issue {} ({}) in {:.1f} ms", verdict,
+                 probe.details, probe.elapsed_ms);
+    if (probe.detected.value_or(false))
+        spdlog::warn("this kernel's tcp_bpf_recvmsg() returns EAGAIN from a blocking recv()/read() "
+                     "on an accelerated socket when the wait is woken without data: programs "
+                     "doing blocking reads after a half-close (shutdown(SHUT_WR)) or while "
+                     "receiving signals may see EAGAIN; programs using epoll or non-blocking "
+                     "sockets are unaffected (docs/operations.md#known-kernel-issues)");
 }
 
 int Daemon::run() {

@@ -6,10 +6,12 @@
 // timer only while sockets are pending, because the kernel has no event for
 // "a receive queue became empty").
 //
-// start() performs the whole start-up (cgroup and bpffs discovery, the
-// pin-directory lock, loading and attaching BPF, the control socket) and
-// throws StartupError on any failure. run() blocks until SIGTERM/SIGINT,
-// then stops in order and returns the process exit code:
+// start() performs the whole start-up (the kernel self-test, cgroup and
+// bpffs discovery, the pin-directory lock, loading and attaching BPF, the
+// control socket) and throws StartupError on any failure; a failed
+// self-test is not one (it is logged, and reported as unknown). run()
+// blocks until SIGTERM/SIGINT, then stops in order and returns the process
+// exit code:
 //   stop accepting commands -> stop inserting and redirecting -> detach ->
 //   drain (bounded by drain.stop_timeout_sec) -> unpin, or leave pinned
 //   what could not drain.
@@ -23,12 +25,14 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "config.h"
 #include "control_server.h"
 #include "dataplane.h"
 #include "drain.h"
+#include "kernel_selftest.h"
 #include "system.h"
 
 namespace sockaccel {
@@ -49,6 +53,11 @@ private:
     using Clock = std::chrono::steady_clock;
 
     Config load_config() const;  // throws StartupError
+    // The EAGAIN self-test: run once early in start(); its verdict is
+    // logged only once start-up has succeeded, so a failed start still
+    // prints one line.
+    void run_kernel_selftest();
+    void log_kernel_selftest() const;
     boost::asio::awaitable<void> signal_loop();
     boost::asio::awaitable<void> shutdown();
 
@@ -82,6 +91,9 @@ private:
     std::unique_ptr<Drain> drain_;
     std::unique_ptr<ControlServer> control_;
     Clock::time_point started_at_;
+    // The EAGAIN self-test's outcome, reported in status kernel_issues (an
+    // error there is reported as "unknown").
+    Result<KernelIssueProbe> kernel_selftest_;
     std::uint64_t flushed_total_ = 0;
     bool background_running_ = false;
     bool stopping_ = false;

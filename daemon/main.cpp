@@ -3,6 +3,7 @@
 // sockacceld: parses the command line and config, sets up logging, and runs
 // the Daemon. Start-up failures arrive here as one StartupError and are
 // printed once, as one line, with exit code 1.
+#include <csignal>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -42,6 +43,10 @@ int main(int argc, char** argv) {
         return app.exit(e) == 0 ? 0 : 2;
     }
 
+    // A closed stdout/stderr (a pipe whose reader went away) must not kill
+    // the daemon mid-stop: writes then fail with EPIPE instead, and the
+    // ordered shutdown still runs.
+    std::signal(SIGPIPE, SIG_IGN);
     spdlog::set_default_logger(spdlog::stderr_color_mt("sockacceld"));
     spdlog::set_pattern("%^%l%$: %v");
 

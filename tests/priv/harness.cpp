@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -207,6 +208,9 @@ DaemonProcess::DaemonProcess(std::vector<std::string> args) {
     if (::pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
     pid_ = ::fork();
     if (pid_ == 0) {
+        // A test run that dies (killed, or its output pipe closed) takes its
+        // daemon with it, in order: SIGTERM runs the normal stop.
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
         ::dup2(err[1], 2);
         ::dup2(err[1], 1);
         args.insert(args.begin(), daemon_binary());

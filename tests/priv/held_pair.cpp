@@ -59,6 +59,56 @@ bool read_exact(int fd, std::uint8_t* p, std::size_t n) {
     return true;
 }
 
+// What the surviving side of a half-closed-by-the-peer connection sees: first reading (EOF or
+// an error, never silence for `limit_ms`), then writing (an error once the peer's RST is in).
+std::string probe(int fd, int limit_ms) {
+    std::string out = "ok read ";
+    std::uint64_t got = 0;
+    std::vector<std::uint8_t> buf(65536);
+    for (;;) {
+        pollfd pf{fd, POLLIN, 0};
+        const int n = ::poll(&pf, 1, limit_ms);
+        if (n == 0) {
+            out += "hang";
+            break;
+        }
+        ssize_t r = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+        if (r > 0) {
+            got += static_cast<std::uint64_t>(r);
+            continue;
+        }
+        if (r == 0) {
+            out += "eof";
+            break;
+        }
+        if (errno == EAGAIN || errno == EINTR) continue;
+        out += std::string("error ") + ::strerrorname_np(errno);
+        break;
+    }
+    out += " after " + std::to_string(got) + " bytes; write ";
+    int sends = 0;
+    for (;;) {
+        ssize_t w = ::send(fd, buf.data(), 1000, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0 && errno != EAGAIN && errno != EINTR) {
+            out += std::string("error ") + ::strerrorname_np(errno);
+            break;
+        }
+        ++sends;
+        // The reset answering this send (or a full buffer draining) wakes the poll.
+        pollfd pf{fd, POLLOUT, 0};
+        if (::poll(&pf, 1, limit_ms) == 0 || sends > 200) {
+            out += "hang";
+            break;
+        }
+        if ((pf.revents & (POLLERR | POLLHUP)) == 0) {
+            // Writable and no error yet: give the reset a moment to come back, bounded.
+            pollfd pe{fd, 0, 0};
+            ::poll(&pe, 1, 20);
+        }
+    }
+    return out + " after " + std::to_string(sends) + " sends";
+}
+
 [[noreturn]] void child_main(const std::string& cgroup, const std::string& addr, int in, int out) {
     auto reply = [&](const std::string& s) {
         std::string line = s + "\n";
@@ -97,7 +147,7 @@ bool read_exact(int fd, std::uint8_t* p, std::size_t n) {
     ::close(lst);
     reply("ok connected");
 
-    std::uint64_t sent = 0, received = 0;
+    std::uint64_t sent = 0, received = 0, server_sent = 0;
     std::string cmd;
     char c;
     while (::read(in, &c, 1) == 1) {
@@ -130,6 +180,30 @@ bool read_exact(int fd, std::uint8_t* p, std::size_t n) {
                 received = sent;
                 reply(verdict);
             }
+        } else if (cmd.rfind("ssend ", 0) == 0) {
+            std::size_t n = std::stoull(cmd.substr(6));
+            std::vector<std::uint8_t> buf(n);
+            for (std::size_t i = 0; i < n; ++i) buf[i] = pattern(server_sent + i + 7);
+            if (!write_all(srv, buf.data(), n)) {
+                reply(std::string("fail ssend: ") + std::strerror(errno));
+            } else {
+                server_sent += n;
+                reply("ok server sent " + std::to_string(server_sent));
+            }
+        } else if (cmd == "sclose" || cmd == "sabort" || cmd == "cclose" || cmd == "cabort") {
+            const bool server = cmd[0] == 's';
+            int& fd = server ? srv : cli;
+            if (cmd.find("abort") != std::string::npos) {
+                linger lg{1, 0};
+                ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            }
+            ::close(fd);
+            fd = -1;
+            reply(server ? "ok closed server" : "ok closed client");
+        } else if (cmd.rfind("cprobe ", 0) == 0) {
+            reply(probe(cli, std::stoi(cmd.substr(7))));
+        } else if (cmd.rfind("sprobe ", 0) == 0) {
+            reply(probe(srv, std::stoi(cmd.substr(7))));
         } else if (cmd == "close") {
             ::close(cli);
             ::close(srv);
@@ -178,6 +252,16 @@ std::string HeldPair::command(const std::string& cmd) {
 
 std::string HeldPair::send(std::size_t n) { return command("send " + std::to_string(n)); }
 std::string HeldPair::read_all() { return command("read"); }
+std::string HeldPair::server_send(std::size_t n) { return command("ssend " + std::to_string(n)); }
+std::string HeldPair::close_server(bool abort) { return command(abort ? "sabort" : "sclose"); }
+std::string HeldPair::close_client(bool abort) { return command(abort ? "cabort" : "cclose"); }
+std::string HeldPair::probe_client(int limit_ms) {
+    return command("cprobe " + std::to_string(limit_ms));
+}
+std::string HeldPair::probe_server(int limit_ms) {
+    return command("sprobe " + std::to_string(limit_ms));
+}
+
 std::string HeldPair::close() {
     auto r = command("close");
     int status;

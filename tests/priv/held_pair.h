@@ -29,6 +29,18 @@ public:
     // Both sockets closed; the child exits.
     std::string close();
 
+    // Server sends `n` more bytes of its own stream to the client; the client does not read.
+    std::string server_send(std::size_t n);
+    // Closes one side only, whatever it has not read ("ok closed server|client"); with
+    // `abort`, SO_LINGER 0 first, so the close resets the connection.
+    std::string close_server(bool abort = false);
+    std::string close_client(bool abort = false);
+    // On the side still open: reads (discarding) until EOF or an error, then sends until a
+    // send fails, each step bounded by `limit_ms` of silence. Answers
+    // "ok read <eof|error NAME|hang> after N bytes; write <error NAME|hang> after M sends".
+    std::string probe_client(int limit_ms = 10000);
+    std::string probe_server(int limit_ms = 10000);
+
 private:
     std::string command(const std::string& cmd);
     pid_t pid_ = -1;

@@ -9,6 +9,9 @@
 //   pair    --addr A [--server-cgroup D] [--client-cgroup D]
 //                                                      fork: child serves, parent connects
 //
+// --read-pause-ms/--read-pause-after/--read-pause-file make receivers stop reading for a while
+// (back-pressure on the sender, unread data held in the receiver while a test acts).
+//
 // Output is one JSON object on stdout (serve prints a {"event":"listening"} line first).
 // Exit status: 0 clean, 1 any integrity failure / hang / error, 2 usage or setup error.
 #include <fcntl.h>
@@ -338,6 +341,7 @@ struct CliState {
     std::string io = "epoll";
     std::string fault = "none";
     std::string fault_dir = "c2s";
+    std::string read_pause_dir = "both";
     int64_t fault_conn = 0;
     uint64_t fixed_bytes = 0;
     uint64_t serve_connections = 0;    // serve: until SIGTERM
@@ -376,6 +380,28 @@ void add_common_options(CLI::App* app, Config& cfg, CliState& st, bool client_si
         ->capture_default_str();
     app->add_option("--max-pause-ms", cfg.sender.max_pause_ms,
                     "Pause uniformly 0..N ms after each write (0 = never)")
+        ->capture_default_str();
+
+    const char* pause_group = "Receiver pauses (back-pressure)";
+    app->add_option("--read-pause-ms", cfg.read_pause.ms,
+                    "Receivers stop reading for N ms once --read-pause-after payload bytes have "
+                    "arrived (once per stream; 0 = no timed pause)")
+        ->group(pause_group)
+        ->capture_default_str();
+    app->add_option("--read-pause-after", cfg.read_pause.after_bytes,
+                    "Payload bytes a receiver reads before its pause")
+        ->group(pause_group)
+        ->capture_default_str();
+    app->add_option("--read-pause-file", cfg.read_pause.hold_file,
+                    "A pause appends \"<pid> <conn>\" to FILE and lasts (at least "
+                    "--read-pause-ms) until FILE is removed. Meanwhile FILE is copied to "
+                    "FILE.queued once the paused socket has unread data, and to FILE.blocked "
+                    "when a send returns EAGAIN")
+        ->group(pause_group);
+    app->add_option("--read-pause-dir", st.read_pause_dir,
+                    "Which receivers pause: c2s (server), s2c (client) or both")
+        ->group(pause_group)
+        ->check(CLI::IsMember({"c2s", "s2c", "both"}))
         ->capture_default_str();
 
     const char* test_only = "Test-only fault injection (sender side, proves the detector)";
@@ -470,6 +496,8 @@ int parse_and_run(int argc, char** argv) {
         {"corrupt", FaultKind::kCorrupt}, {"insert", FaultKind::kInsert},
         {"foreign", FaultKind::kForeign}};
     cfg.fault.kind = kFaults.at(st.fault);
+    cfg.read_pause.c2s = st.read_pause_dir != "s2c";
+    cfg.read_pause.s2c = st.read_pause_dir != "c2s";
     cfg.fault.conn = st.fault_conn;
     cfg.fault.direction =
         st.fault_dir == "s2c" ? Direction::kServerToClient : Direction::kClientToServer;

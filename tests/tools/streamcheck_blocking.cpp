@@ -150,6 +150,7 @@ struct ConnResult {
     Outcome outcome = Outcome::kCompleted;
     std::string detail;
     uint64_t eagain = 0;
+    uint64_t read_pauses = 0;
 };
 
 // Runs both directions of an established blocking socket until EOF + all sent, error or hang.
@@ -176,12 +177,28 @@ ConnResult run_connection(Shared& sh, int fd, ConnCore& core, Clock::time_point 
 
     std::vector<uint8_t> buf(kReadBuffer);
     uint32_t eagain_streak = 0;
+    bool read_pause_taken = false;
+    const ReadPauseParams& rp = sh.cfg.read_pause;
     for (;;) {
         const ssize_t r = read(fd, buf.data(), buf.size());
         if (r > 0) {
             eagain_streak = 0;
             core.on_data(buf.data(), static_cast<size_t>(r));
             start_writer_if_ready();
+            if (!read_pause_taken && rp.due(core.is_client(), core.verifier().received())) {
+                read_pause_taken = true;
+                ++res.read_pauses;
+                read_pause_begin(rp, core.label());
+                interruptible_sleep(std::chrono::milliseconds(rp.ms), *hung);
+                bool marked = false;
+                while (!hung->load() && read_pause_held(rp)) {
+                    if (!marked && socket_readable(fd)) {
+                        marked = true;
+                        read_pause_mark(rp, ".queued");
+                    }
+                    std::this_thread::sleep_for(10ms);
+                }
+            }
             continue;
         }
         if (r == 0) {
@@ -261,6 +278,7 @@ void conn_done(Shared& sh, uint64_t thread_id, const ConnCore& core, const ConnR
     std::lock_guard lock(sh.mu);
     core.collect(sh.report, res.outcome, res.detail);
     sh.report.eagain_on_blocking_read += res.eagain;
+    sh.report.read_pauses += res.read_pauses;
     --sh.active;
     sh.finished.push_back(thread_id);
     sh.cv.notify_all();

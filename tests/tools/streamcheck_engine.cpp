@@ -2,8 +2,10 @@
 #include "streamcheck_engine.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -46,6 +48,44 @@ void install_signal_handlers() {
     signal(SIGPIPE, SIG_IGN);
 }
 
+// Read pauses -------------------------------------------------------------------------------
+
+void read_pause_begin(const ReadPauseParams& p, const std::string& label) {
+    if (p.hold_file.empty()) return;
+    const int fd = open(p.hold_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    const std::string line = std::to_string(getpid()) + " " + label + "\n";
+    (void)!write(fd, line.data(), line.size());
+    close(fd);
+}
+
+bool read_pause_held(const ReadPauseParams& p) {
+    return !p.hold_file.empty() && access(p.hold_file.c_str(), F_OK) == 0;
+}
+
+void read_pause_mark(const ReadPauseParams& p, const char* suffix) {
+    if (p.hold_file.empty()) return;
+    const int in = open(p.hold_file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (in < 0) return;  // no pause in progress
+    char buf[4096];
+    const ssize_t n = read(in, buf, sizeof buf);
+    close(in);
+    if (n <= 0) return;
+    // Write then rename, so a reader never sees a partial copy.
+    const std::string target = p.hold_file + suffix;
+    const std::string tmp = target + "." + std::to_string(getpid());
+    const int out = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) return;
+    (void)!write(out, buf, static_cast<size_t>(n));
+    close(out);
+    if (rename(tmp.c_str(), target.c_str()) != 0) unlink(tmp.c_str());
+}
+
+bool socket_readable(int fd) {
+    pollfd pfd{fd, POLLIN, 0};
+    return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+}
+
 // Report ---------------------------------------------------------------------------------------
 
 void Report::add_failure(Failure f) {
@@ -73,6 +113,8 @@ void Report::merge(const Report& o) {
     hangs += o.hangs;
     errors += o.errors;
     eagain_on_blocking_read += o.eagain_on_blocking_read;
+    read_pauses += o.read_pauses;
+    send_eagain += o.send_eagain;
     abandoned_threads += o.abandoned_threads;
     elapsed_sec = std::max(elapsed_sec, o.elapsed_sec);
     add_failures(o.failures);
@@ -96,6 +138,8 @@ void Report::append_json(nlohmann::ordered_json& j, bool with_times) const {
     j["hangs"] = hangs;
     j["errors"] = errors;
     j["eagain_on_blocking_read"] = eagain_on_blocking_read;
+    j["read_pauses"] = read_pauses;
+    j["send_eagain"] = send_eagain;
     if (abandoned_threads > 0) j["abandoned_threads"] = abandoned_threads;
     if (!failures.empty()) {
         j["first_failure"] = failures.front().what;
@@ -127,6 +171,8 @@ Report Report::from_json(const nlohmann::json& j) {
     r.hangs = get("hangs");
     r.errors = get("errors");
     r.eagain_on_blocking_read = get("eagain_on_blocking_read");
+    r.read_pauses = get("read_pauses");
+    r.send_eagain = get("send_eagain");
     r.abandoned_threads = get("abandoned_threads");
     r.elapsed_sec = j.value("elapsed_sec", 0.0);
     if (auto it = j.find("failures"); it != j.end() && it->is_array()) {

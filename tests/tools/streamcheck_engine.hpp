@@ -21,6 +21,39 @@ namespace sockaccel::streamcheck {
 
 enum class IoMode { kEpoll, kBlocking };
 
+// A receiver that stops reading for a while (--read-pause-*): once a connection's receiver has
+// received `after_bytes` payload bytes it reads nothing for `ms` milliseconds, and, with a hold
+// file, also until that file no longer exists. One pause per receiving stream. Lets tests put
+// back-pressure on the sender and hold unread data in the receiver while they act.
+struct ReadPauseParams {
+    uint32_t ms = 0;
+    uint64_t after_bytes = 0;
+    // Created (a line appended: "<pid> <label>") when a pause begins; the pause lasts until it
+    // is removed. While it exists, a sender that gets EAGAIN copies its content to
+    // "<hold_file>.blocked" and a paused receiver with unread data to "<hold_file>.queued".
+    std::string hold_file;
+    bool c2s = true;  // the server's receivers pause
+    bool s2c = true;  // the client's receivers pause
+
+    bool enabled() const { return ms > 0 || !hold_file.empty(); }
+    bool applies(bool is_client) const { return enabled() && (is_client ? s2c : c2s); }
+    // True once `received` payload bytes should start the pause.
+    bool due(bool is_client, uint64_t received) const {
+        return applies(is_client) && received >= after_bytes;
+    }
+};
+
+// Starts a pause: appends "<pid> <label>" to the hold file (if any).
+void read_pause_begin(const ReadPauseParams& p, const std::string& label);
+// True while the hold file exists.
+bool read_pause_held(const ReadPauseParams& p);
+// If the hold file exists, copies its content to "<hold_file><suffix>" (atomically), so a test
+// can tell which pause an observation belongs to. Used with ".blocked" by a sender whose send
+// returned EAGAIN, and with ".queued" by a paused receiver whose socket has unread data.
+void read_pause_mark(const ReadPauseParams& p, const char* suffix);
+// Non-consuming check for unread data (or EOF) on a socket.
+bool socket_readable(int fd);
+
 struct Config {
     std::string addr = "127.0.0.1";
     std::string listen_addr;  // pair: server bind address (default derived from addr)
@@ -34,6 +67,7 @@ struct Config {
     SizeParams sizes;
     SenderParams sender;
     FaultSpec fault;
+    ReadPauseParams read_pause;
     std::string cgroup;
     std::string server_cgroup;
     std::string client_cgroup;
@@ -56,6 +90,8 @@ struct Report {
     uint64_t hangs = 0;
     uint64_t errors = 0;
     uint64_t eagain_on_blocking_read = 0;
+    uint64_t read_pauses = 0;  // --read-pause-*: pauses taken by this side's receivers
+    uint64_t send_eagain = 0;  // epoll engine: sends that returned EAGAIN (back-pressure)
     // Blocking engine: threads that did not even react to shutdown() by the deadline. The
     // process must then leave with _exit() instead of waiting for them.
     uint64_t abandoned_threads = 0;
@@ -109,6 +145,7 @@ public:
     void on_data(const uint8_t* data, size_t n);
     void on_eof();
 
+    bool is_client() const { return is_client_; }
     SendState send_state() const { return send_state_; }
     StreamSender& sender() { return *sender_; }
     const StreamVerifier& verifier() const { return verifier_; }

@@ -39,6 +39,10 @@ struct Conn {
     bool recv_done = false;
     bool send_done = false;  // everything sent and SHUT_WR issued (or nothing to send)
     bool paused = false;
+    bool read_paused = false;      // --read-pause-*: not reading for now
+    bool read_pause_taken = false;  // the one pause of this receiver has begun
+    bool read_pause_marked = false;  // "<hold>.queued" written for this pause
+    bool registered = true;         // in the epoll set (left while read-paused with no interest)
     uint32_t interest = 0;
     Clock::time_point deadline;
     ConnCore core;
@@ -46,7 +50,7 @@ struct Conn {
     Conn(ConnCore c) : core(std::move(c)) {}
 };
 
-enum class TimerKind { kDeadline, kResume };
+enum class TimerKind { kDeadline, kResume, kResumeRead };
 
 struct Timer {
     Clock::time_point when;
@@ -194,7 +198,7 @@ void EpollEngine::handle(Conn& c, uint32_t events) {
         c.connecting = false;
         events |= EPOLLOUT;
     }
-    if (!c.recv_done && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) {
+    if (!c.recv_done && !c.read_paused && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) {
         if (!do_read(c)) return;
     }
     if (!c.send_done && (events & (EPOLLOUT | EPOLLERR)) != 0) {
@@ -215,6 +219,15 @@ bool EpollEngine::do_read(Conn& c) {
     const ssize_t r = recv(c.fd, rbuf_.data(), rbuf_.size(), 0);
     if (r > 0) {
         c.core.on_data(rbuf_.data(), static_cast<size_t>(r));
+        const ReadPauseParams& rp = cfg_.read_pause;
+        if (!c.read_pause_taken && rp.due(c.core.is_client(), c.core.verifier().received())) {
+            c.read_pause_taken = true;
+            c.read_paused = true;
+            ++report_.read_pauses;
+            read_pause_begin(rp, c.core.label());
+            timers_.push({Clock::now() + std::chrono::milliseconds(rp.ms), c.key,
+                          TimerKind::kResumeRead});
+        }
         return true;
     }
     if (r == 0) {
@@ -253,7 +266,11 @@ bool EpollEngine::do_write(Conn& c) {
         const auto msg = s.current_message(sbuf_);
         const ssize_t w = send(c.fd, msg.data(), msg.size(), MSG_NOSIGNAL);
         if (w < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                ++report_.send_eagain;
+                read_pause_mark(cfg_.read_pause, ".blocked");
+                return true;
+            }
             if (errno == EINTR) continue;
             fail(c, errno_string("send", errno));
             return false;
@@ -286,18 +303,29 @@ void EpollEngine::update_interest(Conn& c) {
     if (c.connecting) {
         want = EPOLLOUT;
     } else {
-        if (!c.recv_done) want |= EPOLLIN;
+        if (!c.recv_done && !c.read_paused) want |= EPOLLIN;
         if (!c.send_done && !c.paused && c.core.send_state() != SendState::kAwaitingHeader) {
             want |= EPOLLOUT;
         }
     }
-    if (want == c.interest) return;
+    if (c.read_paused && want == 0) {
+        // Leave the epoll set while nothing is wanted: EPOLLHUP/EPOLLERR are reported whatever
+        // the interest, and would spin the loop for the whole pause.
+        if (c.registered && epoll_ctl(ep_, EPOLL_CTL_DEL, c.fd, nullptr) != 0) {
+            return fail(c, errno_string("epoll_ctl(DEL)", errno));
+        }
+        c.registered = false;
+        c.interest = 0;
+        return;
+    }
+    if (want == c.interest && c.registered) return;
     epoll_event ev{};
     ev.events = want;
     ev.data.u64 = c.key;
-    if (epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev) != 0) {
+    if (epoll_ctl(ep_, c.registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c.fd, &ev) != 0) {
         return fail(c, errno_string("epoll_ctl(MOD)", errno));
     }
+    c.registered = true;
     c.interest = want;
 }
 
@@ -308,7 +336,7 @@ void EpollEngine::finalize(Conn& c, Outcome outcome, const std::string& detail) 
         linger lg{1, 0};
         setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     }
-    epoll_ctl(ep_, EPOLL_CTL_DEL, c.fd, nullptr);
+    if (c.registered) epoll_ctl(ep_, EPOLL_CTL_DEL, c.fd, nullptr);
     close(c.fd);
     c.core.collect(report_, outcome, detail);
     conns_.erase(c.key);  // destroys c
@@ -326,6 +354,17 @@ void EpollEngine::run_timers() {
             finalize(c, Outcome::kHang,
                      "hang: not finished within " + format_seconds(cfg_.timeout_sec) + " (" +
                          c.core.progress() + ")");
+        } else if (t.kind == TimerKind::kResumeRead) {
+            if (read_pause_held(cfg_.read_pause)) {
+                if (!c.read_pause_marked && socket_readable(c.fd)) {
+                    c.read_pause_marked = true;
+                    read_pause_mark(cfg_.read_pause, ".queued");
+                }
+                timers_.push({now + std::chrono::milliseconds(10), c.key, TimerKind::kResumeRead});
+                continue;
+            }
+            c.read_paused = false;
+            update_interest(c);
         } else {
             c.paused = false;
             if (do_write(c)) after_io(c);

@@ -338,64 +338,77 @@ TEST_CASE("integrity: detach and attach alternating during traffic", "[integrity
     CHECK_FALSE(pins.exists());
 }
 
-TEST_CASE("integrity: SIGTERM and restart of the daemon during traffic", "[integrity]") {
-    TestCgroup cg("restart");
-    TestPinDir pins("restart");
+namespace {
+
+// Stops the daemon with `sig` again and again while traffic runs, and at
+// held receiver pauses (unread redirected data waiting), starting a new one
+// on the same pin directory each time. SIGTERM must leave either nothing or
+// pinned state with the sockops program detached; SIGKILL must undo
+// nothing, so the pinned link keeps accelerating without a daemon. Every
+// new daemon adopts what was left; every byte still arrives.
+void restart_during_traffic(int sig, const std::string& tag) {
+    TestCgroup cg(tag);
+    TestPinDir pins(tag);
     const auto args = daemon_args(cg, pins, {}, R"({"drain":{"stop_timeout_sec":1}})");
     auto daemon = std::make_unique<DaemonProcess>(args);
     REQUIRE(daemon->ready());
+    const bool kill = sig == SIGKILL;
 
-    int restarts = 0, adoptions = 0, held_adoptions = 0;
+    auto stop_checked = [&](bool held) {
+        CHECK(daemon->stop(sig) == (kill ? -SIGKILL : 0));
+        INFO(daemon->log());
+        CHECK(cg.attached_programs(BPF_CGROUP_SOCK_OPS) == (kill ? 1u : 0u));
+        // Unread data at a held pause cannot drain within stop_timeout_sec,
+        // so the state stays pinned; after a SIGKILL it always does.
+        if (kill || held) CHECK(pins.has("sock_hash"));
+    };
+    auto start_adopting = [&] {
+        daemon = std::make_unique<DaemonProcess>(args);
+        REQUIRE(daemon->ready());
+        return daemon->log().find("adopted") != std::string::npos;
+    };
+
+    int restarts = 0, adoptions = 0, held_restarts = 0;
     for (int round = 0; round < 3; ++round) {
         auto traffic = start_traffic(pair_args(
             cg, round,
             {"--io", kIo[round], "--connections", "48", "--parallel", "12", "--max-bytes", "4194304",
              "--max-pause-ms", "20"}));
         do {
-            CHECK(daemon->stop(SIGTERM) == 0);
+            stop_checked(false);
+            const bool adopted = start_adopting();
             INFO(daemon->log());
-            // Gone entirely (map was empty) or left pinned for the next daemon, never half.
-            CHECK(cg.attached_programs(BPF_CGROUP_SOCK_OPS) == 0);
-            daemon = std::make_unique<DaemonProcess>(args);
-            REQUIRE(daemon->ready());
-            if (daemon->log().find("adopted") != std::string::npos) ++adoptions;
+            if (kill) CHECK(adopted);
+            adoptions += adopted;
             ++restarts;
         } while (running(traffic));
-        auto report = traffic.get();
-        INFO("round " << round << ", restarts so far " << restarts << " (adopting "
-                      << adoptions << ")");
-        check_integrity(report);
+        INFO("round " << round << ", restarts so far " << restarts << " (adopting " << adoptions
+                      << ")");
+        check_integrity(traffic.get());
 
-        // Restarts while a receiver holds unread redirected data: the stop cannot drain it
-        // within stop_timeout_sec, so it must leave the state pinned (nothing freed), and the
-        // next daemon must adopt it; then the reader resumes and gets every byte.
         int held = 0;
         auto held_report = run_held_pauses(
             cg, pins, round, 2,
             [&](const std::string& pause) {
                 INFO("pause " << pause);
-                CHECK(daemon->stop(SIGTERM) == 0);
+                stop_checked(true);
+                start_adopting();
                 INFO(daemon->log());
-                CHECK(pins.has("sock_hash"));
-                CHECK(cg.attached_programs(BPF_CGROUP_SOCK_OPS) == 0);
-                daemon = std::make_unique<DaemonProcess>(args);
-                REQUIRE(daemon->ready());
-                INFO(daemon->log());
+                // The paused receiver at least (its peer may have sent all and closed).
                 CHECK(adopted_sockets(daemon->log()) >= 1);
-                ++held_adoptions;
+                ++held_restarts;
             },
             held);
         INFO("round " << round << " (restarts at held pauses)");
         check_integrity(held_report);
         CHECK(held == 2);
     }
-    INFO("restarts " << restarts << ", adoptions " << adoptions);
     std::fprintf(stderr,
-                 "integrity SIGTERM: %d restarts under traffic (%d adopted pinned state), %d "
-                 "restarts at held pauses (all adopted)\n",
-                 restarts, adoptions, held_adoptions);
+                 "integrity %s: %d restarts under traffic (%d adopted pinned state), %d at held "
+                 "pauses (all adopted)\n",
+                 kill ? "SIGKILL" : "SIGTERM", restarts, adoptions, held_restarts);
     CHECK(restarts >= 3);
-    CHECK(held_adoptions == 6);
+    CHECK(held_restarts == 6);
     // All traffic is over, so the map is empty: a clean stop leaves nothing behind.
     CHECK(daemon->stop(SIGTERM) == 0);
     INFO(daemon->log());
@@ -403,66 +416,14 @@ TEST_CASE("integrity: SIGTERM and restart of the daemon during traffic", "[integ
     CHECK_FALSE(pins.exists());
 }
 
+}  // namespace
+
+TEST_CASE("integrity: SIGTERM and restart of the daemon during traffic", "[integrity]") {
+    restart_during_traffic(SIGTERM, "restart");
+}
+
 TEST_CASE("integrity: SIGKILL and restart of the daemon during traffic", "[integrity]") {
-    TestCgroup cg("kill");
-    TestPinDir pins("kill");
-    const auto args = daemon_args(cg, pins, {}, R"({"drain":{"stop_timeout_sec":1}})");
-    auto daemon = std::make_unique<DaemonProcess>(args);
-    REQUIRE(daemon->ready());
-
-    int kills = 0, held_kills = 0;
-    for (int round = 0; round < 3; ++round) {
-        auto traffic = start_traffic(pair_args(
-            cg, round,
-            {"--io", kIo[round], "--connections", "48", "--parallel", "12", "--max-bytes", "4194304",
-             "--max-pause-ms", "20"}));
-        do {
-            CHECK(daemon->stop(SIGKILL) == -SIGKILL);
-            // Nothing is undone: the pinned link keeps accelerating without a daemon.
-            CHECK(cg.attached_programs(BPF_CGROUP_SOCK_OPS) == 1);
-            CHECK(pins.has("sock_hash"));
-            daemon = std::make_unique<DaemonProcess>(args);
-            REQUIRE(daemon->ready());
-            INFO(daemon->log());
-            CHECK(daemon->log().find("adopted") != std::string::npos);
-            ++kills;
-        } while (running(traffic));
-        auto report = traffic.get();
-        INFO("round " << round << ", kills so far " << kills);
-        check_integrity(report);
-
-        // A kill while a receiver holds unread redirected data: nothing is undone, the next
-        // daemon adopts the sockets, and the reader gets every byte once it resumes.
-        int held = 0;
-        auto held_report = run_held_pauses(
-            cg, pins, round, 2,
-            [&](const std::string& pause) {
-                INFO("pause " << pause);
-                CHECK(daemon->stop(SIGKILL) == -SIGKILL);
-                CHECK(cg.attached_programs(BPF_CGROUP_SOCK_OPS) == 1);
-                daemon = std::make_unique<DaemonProcess>(args);
-                REQUIRE(daemon->ready());
-                INFO(daemon->log());
-                // The paused client at least (its server may have sent all and closed).
-                CHECK(adopted_sockets(daemon->log()) >= 1);
-                ++held_kills;
-            },
-            held);
-        INFO("round " << round << " (kills at held pauses)");
-        check_integrity(held_report);
-        CHECK(held == 2);
-    }
-    INFO("kills " << kills);
-    std::fprintf(stderr,
-                 "integrity SIGKILL: %d kills under traffic and %d at held pauses, each followed "
-                 "by an adopting start\n",
-                 kills, held_kills);
-    CHECK(kills >= 3);
-    CHECK(held_kills == 6);
-    CHECK(daemon->stop(SIGTERM) == 0);
-    INFO(daemon->log());
-    CHECK(cg.attached_programs(BPF_CGROUP_SOCK_OPS) == 0);
-    CHECK_FALSE(pins.exists());
+    restart_during_traffic(SIGKILL, "kill");
 }
 
 TEST_CASE("integrity: a receiver that stops reading for a while and then resumes", "[integrity]") {

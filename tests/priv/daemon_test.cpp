@@ -157,14 +157,9 @@ TEST_CASE("stop with unread redirected data keeps the map pinned and loses nothi
         REQUIRE(next.ready());
         ControlClient ctl(pins.socket());
         // Already read above: the adopted, claimed receiver is now empty.
-        nlohmann::json status;
-        for (int i = 0; i < 100; ++i) {
-            status = ctl.request("status");
-            if (status["result"]["map"]["entries"] == 0) break;
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        }
+        auto status = wait_entries(ctl, 0);
         INFO(status.dump());
-        CHECK(status["result"]["map"]["entries"] == 0);
+        CHECK(status["map"]["entries"] == 0);
         REQUIRE(pair.close() == "ok closed");
         CHECK(next.stop() == 0);
     }

@@ -378,6 +378,23 @@ nlohmann::json run_streamcheck(const std::vector<std::string>& args) {
     return j;
 }
 
+const nlohmann::json& result(const nlohmann::json& response) {
+    INFO(response.dump());
+    REQUIRE(response["ok"] == true);
+    return response["result"];
+}
+
+nlohmann::json wait_entries(ControlClient& ctl, std::uint64_t entries, bool at_least) {
+    nlohmann::json status;
+    for (int i = 0; i < 400; ++i) {
+        status = result(ctl.request("status"));
+        const auto n = status["map"]["entries"].get<std::uint64_t>();
+        if (at_least ? n >= entries : n <= entries) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return status;
+}
+
 void check_integrity(const nlohmann::json& report) {
     INFO(report.dump());
     CHECK(report["exit_code"] == 0);

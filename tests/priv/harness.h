@@ -150,6 +150,14 @@ std::uint64_t pinned_entries(const std::string& pin_dir);
 // "exit_code" member.
 nlohmann::json run_streamcheck(const std::vector<std::string>& args);
 
+// The `result` of a successful control response (REQUIREs ok == true).
+const nlohmann::json& result(const nlohmann::json& response);
+
+// Polls `status` (bounded, about 10 s) until the map holds at most (or,
+// with at_least, at least) `entries` sockets; returns the last status
+// result. The drain has no event to wait on, hence the poll.
+nlohmann::json wait_entries(ControlClient& ctl, std::uint64_t entries, bool at_least = false);
+
 // Catch2 checks that a streamcheck report shows every byte delivered once,
 // in order, with no hang and no error.
 void check_integrity(const nlohmann::json& report);

@@ -76,12 +76,6 @@ struct Totals {
 };
 Totals g_totals;
 
-const json& result(const json& response) {
-    INFO(response.dump());
-    REQUIRE(response["ok"] == true);
-    return response["result"];
-}
-
 std::string fresh_seed() {
     static std::mt19937_64 rng{std::random_device{}()};
     return std::to_string(rng() >> 1);
@@ -125,19 +119,6 @@ bool running(std::future<json>& traffic, std::chrono::milliseconds wait = 20ms) 
 
 std::uint64_t counter(ControlClient& ctl, const char* name) {
     return result(ctl.request("stats"))["counters"][name].get<std::uint64_t>();
-}
-
-// Waits (bounded) until the map holds at most (or, with at_least, at least) `entries`
-// sockets; returns the last status.
-json wait_entries(ControlClient& ctl, std::uint64_t entries, bool at_least = false) {
-    json status;
-    for (int i = 0; i < 400; ++i) {
-        status = result(ctl.request("status"));
-        const auto n = status["map"]["entries"].get<std::uint64_t>();
-        if (at_least ? n >= entries : n <= entries) break;
-        std::this_thread::sleep_for(25ms);
-    }
-    return status;
 }
 
 // Processes that keep every CPU busy for as long as this object lives; killed (and reaped)

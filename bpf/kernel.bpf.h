@@ -32,8 +32,28 @@ struct sk_psock {
 	struct refcount_struct refcnt;
 } __attribute__((preserve_access_index));
 
+struct sk_buff_head {
+	__u32 qlen;
+} __attribute__((preserve_access_index));
+
 struct sock {
+	struct sk_buff_head sk_receive_queue; /* bytes that came through TCP */
 	void *sk_user_data;
+} __attribute__((preserve_access_index));
+
+/* include/linux/tcp.h: what back-pressure compares. write_seq is the end of
+ * what the application has written to TCP; rcv_nxt the end of what TCP has
+ * delivered in order. Redirected bytes move neither. */
+struct tcp_sock {
+	__u32 rcv_nxt;
+	__u32 write_seq;
+} __attribute__((preserve_access_index));
+
+/* include/linux/skmsg.h: the kernel object behind an sk_msg program's
+ * context. bpf_msg_redirect_hash() stores the peer socket it found in
+ * sk_redir. */
+struct sk_msg {
+	struct sock *sk_redir;
 } __attribute__((preserve_access_index));
 
 struct seq_file;

@@ -14,6 +14,9 @@
  *    byte through TCP, it must never redirect again, or its peer could read
  *    later bytes first. That mark lives in socket-local storage, created at
  *    insert time; a socket without it never redirects.
+ *  - Back-pressure: a sender whose peer has more than max_unread_bytes
+ *    unread sends through TCP (and blocks there, as TCP does) until the peer
+ *    has caught up; see SOCKACCEL_SK_HELD_BACK in abi.h.
  *  - Never drop: every path returns SK_PASS, and apply_bytes/cork are never
  *    used, so a verdict can only choose between "redirect" and "TCP".
  *  - Lossless drain (fact 1: deleting a socket frees its unread redirected
@@ -91,12 +94,73 @@ static __always_inline void count(__u32 idx, __u64 n)
 		__sync_fetch_and_add(v, n);
 }
 
-static __always_inline __u32 config_flags(void)
+static __always_inline struct sockaccel_config *config_get(void)
 {
 	__u32 zero = 0;
-	struct sockaccel_config *cfg = bpf_map_lookup_elem(&config, &zero);
+
+	return bpf_map_lookup_elem(&config, &zero);
+}
+
+static __always_inline __u32 config_flags(void)
+{
+	struct sockaccel_config *cfg = config_get();
 
 	return cfg ? cfg->flags : 0;
+}
+
+static __always_inline struct sk_psock *sk_psock_of(struct sock *sk)
+{
+	unsigned long data = (unsigned long)BPF_CORE_READ(sk, sk_user_data);
+
+	return (struct sk_psock *)(data & SOCKACCEL_SK_USER_DATA_PTRMASK);
+}
+
+/* Redirected bytes queued in `sk` and not yet read; 0 where the kernel does
+ * not keep the total (no psock->msg_tot_len): there is no back-pressure
+ * there, which the daemon's feature probe reports. */
+static __always_inline __u64 unread_bytes(struct sock *sk)
+{
+	struct sk_psock *psock;
+
+	if (!bpf_core_field_exists(struct sk_psock, msg_tot_len))
+		return 0;
+	psock = sk_psock_of(sk);
+	if (!psock)
+		return 0;
+	return BPF_CORE_READ(psock, msg_tot_len);
+}
+
+/* The socket bpf_msg_redirect_hash() just chose, read from the kernel's
+ * struct sk_msg behind the context (no helper returns it). */
+static __always_inline struct sock *redirect_target(struct sk_msg_md *msg)
+{
+	struct sock *peer = NULL;
+
+	bpf_probe_read_kernel(&peer, sizeof(peer),
+			      (void *)msg + bpf_core_field_offset(struct sk_msg, sk_redir));
+	return peer;
+}
+
+/* May a HELD_BACK socket redirect again? Only when its peer has read every
+ * byte this socket sent through TCP, so no TCP byte can be overtaken (the
+ * ordering rule): TCP has delivered everything we wrote (peer rcv_nxt ==
+ * our write_seq) and the peer's TCP receive queue is empty (an skb leaves it
+ * only once fully read). copied_seq is not used: whether reads of redirected
+ * data advance it differs between kernels. And the peer must have worked its
+ * redirect queue down to half the limit (hysteresis, so a sender does not
+ * flap at the threshold). */
+static __always_inline int may_resume(struct bpf_sock *sk, __u64 peer_addr, __u64 limit)
+{
+	struct tcp_sock *self = bpf_skc_to_tcp_sock(sk);
+	struct tcp_sock *peer = (struct tcp_sock *)peer_addr;
+
+	if (!self || !peer)
+		return 0;
+	if (BPF_CORE_READ(peer, rcv_nxt) != BPF_CORE_READ(self, write_seq))
+		return 0;
+	if (BPF_CORE_READ((struct sock *)peer, sk_receive_queue.qlen) != 0)
+		return 0;
+	return unread_bytes((struct sock *)peer) < limit / 2;
 }
 
 SEC("sockops")
@@ -174,9 +238,12 @@ int sockaccel_redirect(struct sk_msg_md *msg)
 {
 	struct sockaccel_sock_fields f = {};
 	struct sockaccel_key key, peer;
+	struct sockaccel_config *cfg;
 	struct sockaccel_sk_state *st;
 	struct bpf_sock *sk = msg->sk;
 	__u32 size = msg->size;
+	__u64 limit;
+	struct sock *target;
 
 	if (!sk)
 		goto pass;
@@ -188,8 +255,17 @@ int sockaccel_redirect(struct sk_msg_md *msg)
 	}
 	if (st->flags & SOCKACCEL_SK_TCP_PATH)
 		goto pass;
-	if ((st->flags & SOCKACCEL_SK_DRAINING) || !(config_flags() & SOCKACCEL_CFG_REDIRECT))
+	cfg = config_get();
+	if (!cfg || (st->flags & SOCKACCEL_SK_DRAINING) || !(cfg->flags & SOCKACCEL_CFG_REDIRECT))
 		goto mark_tcp_path;
+	limit = cfg->max_unread_bytes;
+	if (st->flags & SOCKACCEL_SK_HELD_BACK) {
+		/* A limit turned off since the hold lifts it on the same terms. */
+		if (!may_resume(sk, st->peer_sk, limit ? limit : ~0ULL))
+			goto pass;
+		__sync_fetch_and_and(&st->flags, ~SOCKACCEL_SK_HELD_BACK);
+		count(SOCKACCEL_CNT_BACKPRESSURE_RESUMES, 1);
+	}
 
 	f.family = msg->family;
 	f.local_ip4 = msg->local_ip4;
@@ -214,6 +290,21 @@ int sockaccel_redirect(struct sk_msg_md *msg)
 	if (bpf_msg_redirect_hash(msg, &sock_hash, &peer, BPF_F_INGRESS) == SK_PASS) {
 		count(SOCKACCEL_CNT_REDIRECT_MSGS, 1);
 		count(SOCKACCEL_CNT_REDIRECT_BYTES, size);
+		/* Back-pressure. A redirect never blocks the sender: it queues in
+		 * the peer however much the peer has not read, so a receiver that
+		 * stops reading would let the sender fill memory. Past the limit,
+		 * this message still goes (the verdict is taken) and the next ones
+		 * take TCP, whose flow control blocks the sender, until
+		 * may_resume(). Redirected bytes are read before TCP bytes, so
+		 * the switch keeps the order (the ordering rule). */
+		if (limit) {
+			target = redirect_target(msg);
+			if (target && unread_bytes(target) >= limit) {
+				st->peer_sk = (__u64)target;
+				__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_HELD_BACK);
+				count(SOCKACCEL_CNT_BACKPRESSURE_HOLDS, 1);
+			}
+		}
 		return SK_PASS;
 	}
 	count(SOCKACCEL_CNT_REDIRECT_MISSES, 1);
@@ -227,13 +318,6 @@ pass:
 	count(SOCKACCEL_CNT_PASS_MSGS, 1);
 	count(SOCKACCEL_CNT_PASS_BYTES, size);
 	return SK_PASS;
-}
-
-static __always_inline struct sk_psock *sk_psock_of(struct sock *sk)
-{
-	unsigned long data = (unsigned long)BPF_CORE_READ(sk, sk_user_data);
-
-	return (struct sk_psock *)(data & SOCKACCEL_SK_USER_DATA_PTRMASK);
 }
 
 /*

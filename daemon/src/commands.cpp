@@ -44,6 +44,7 @@ std::string state_name(std::uint32_t flags) {
     if (flags & SOCKACCEL_SK_QUIESCED) return "quiesced";
     if (flags & SOCKACCEL_SK_DRAINING) return "draining";
     if (flags & SOCKACCEL_SK_TCP_PATH) return "tcp_path";
+    if (flags & SOCKACCEL_SK_HELD_BACK) return "held_back";
     return "active";
 }
 
@@ -167,16 +168,20 @@ Daemon::Reply Daemon::cmd_connections(const json& args) {
         sockaccel_key key;
         std::uint64_t cookie;
         std::uint32_t flags;
+        json unread;  // redirected bytes queued unread; null if the kernel does not say
     };
     std::vector<Item> items;
     if (dataplane_->features().drain_iterator) {
         auto scan = dataplane_->drain_pass(SOCKACCEL_DRAIN_SCAN, {});
         if (!scan) return tl::unexpected(kernel_error(scan.error()));
-        for (const auto& r : *scan) items.push_back({r.key, r.cookie, r.sk_flags});
+        for (const auto& r : *scan)
+            items.push_back({r.key, r.cookie, r.sk_flags,
+                             (r.status & SOCKACCEL_DRAIN_BYTES_KNOWN) ? json(r.pending_bytes)
+                                                                      : json(nullptr)});
     } else {
         auto entries = dataplane_->list_entries(dataplane_->info().capacity);
         if (!entries) return tl::unexpected(kernel_error(entries.error()));
-        for (const auto& e : *entries) items.push_back({e.key, e.cookie, 0});
+        for (const auto& e : *entries) items.push_back({e.key, e.cookie, 0, nullptr});
     }
     std::map<std::string, const Item*> by_key;
     for (const auto& it : items) by_key[key_bytes(it.key)] = &it;
@@ -207,6 +212,8 @@ Daemon::Reply Daemon::cmd_connections(const json& args) {
             {"cookie", it.cookie},
             {"peer_cookie", p != by_key.end() ? json(p->second->cookie) : json(nullptr)},
             {"state", state_name(it.flags)},
+            {"unread_bytes", it.unread},
+            {"peer_unread_bytes", p != by_key.end() ? p->second->unread : json(nullptr)},
         });
     }
     std::size_t shown_sockets = 0;
@@ -280,12 +287,20 @@ Daemon::Reply Daemon::cmd_reload() {
           "control.idle_timeout_sec", true);
     check(next.drain.stop_timeout_sec != config_.drain.stop_timeout_sec, "drain.stop_timeout_sec",
           true);
+    const auto limit = max_unread_bytes(next.redirect);
+    check(next.redirect.max_unread_bytes != config_.redirect.max_unread_bytes,
+          "redirect.max_unread_bytes", true);
     check(next.cgroup != config_.cgroup, "cgroup", false);
     check(next.pin_dir != config_.pin_dir, "pin_dir", false);
     check(next.map_size != config_.map_size, "map_size", false);
     check(next.control.socket != config_.control.socket, "control.socket", false);
     check(next.control.group != config_.control.group, "control.group", false);
 
+    // The one setting that lives in the kernel goes first: if writing it
+    // fails, nothing has changed.
+    if (limit != max_unread_bytes(config_.redirect))
+        if (auto r = dataplane_->set_max_unread_bytes(limit); !r)
+            return tl::unexpected(kernel_error(r.error()));
     // Keys that need a restart keep their running values, so status shows
     // the configuration actually in effect.
     config_.log_level = next.log_level;
@@ -293,6 +308,7 @@ Daemon::Reply Daemon::cmd_reload() {
     config_.control.max_clients = next.control.max_clients;
     config_.control.idle_timeout_sec = next.control.idle_timeout_sec;
     config_.drain = next.drain;
+    config_.redirect = next.redirect;
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
     control_->update(config_.control);
     spdlog::info("reloaded {}{}", config_path_,

@@ -51,21 +51,26 @@ public:
         out = std::move(value);
     }
 
-    void integer(const json& obj, std::string_view prefix, std::string_view key, std::uint32_t& out,
-                 std::uint64_t min, std::uint64_t max) {
+    // `zero_ok`: 0 is accepted too, below `min` (it means "off").
+    template <typename T>
+    void integer(const json& obj, std::string_view prefix, std::string_view key, T& out,
+                 std::uint64_t min, std::uint64_t max, bool zero_ok = false) {
         auto it = obj.find(std::string(key));
         if (it == obj.end()) return;
         auto name = join(prefix, key);
-        if (!it->is_number_integer())
-            return fail(name, "must be an integer between " + std::to_string(min) + " and " +
-                                  std::to_string(max));
+        const std::string range = (zero_ok ? "0 or " : "") + std::string("an integer between ") +
+                                  std::to_string(min) + " and " + std::to_string(max);
+        if (!it->is_number_integer()) return fail(name, "must be " + range);
+        if (zero_ok && it->get<std::int64_t>() == 0) {
+            out = 0;
+            return;
+        }
         if (it->is_number_unsigned() ? (it->get<std::uint64_t>() < min ||
                                         it->get<std::uint64_t>() > max)
                                      : (it->get<std::int64_t>() < static_cast<std::int64_t>(min) ||
                                         it->get<std::int64_t>() > static_cast<std::int64_t>(max)))
-            return fail(name, "must be an integer between " + std::to_string(min) + " and " +
-                                  std::to_string(max));
-        out = static_cast<std::uint32_t>(it->get<std::int64_t>());
+            return fail(name, "must be " + range);
+        out = static_cast<T>(it->get<std::int64_t>());
     }
 
     const json* object(const json& obj, std::string_view key) {
@@ -108,8 +113,8 @@ tl::expected<Config, std::string> parse_config(std::string_view text, std::strin
     Config cfg;
     Parser p(source);
     p.check_keys(doc, "",
-                 std::array<std::string_view, 6>{"cgroup", "pin_dir", "map_size", "log_level",
-                                                 "control", "drain"});
+                 std::array<std::string_view, 7>{"cgroup", "pin_dir", "map_size", "log_level",
+                                                 "control", "drain", "redirect"});
     p.string(doc, "", "cgroup", cfg.cgroup, /*allow_empty=*/true);
     p.string(doc, "", "pin_dir", cfg.pin_dir, false);
     if (!p.failed() && !is_absolute_path(cfg.pin_dir)) p.fail("pin_dir", "must be an absolute path");
@@ -136,6 +141,18 @@ tl::expected<Config, std::string> parse_config(std::string_view text, std::strin
     if (const json* drain = p.object(doc, "drain")) {
         p.check_keys(*drain, "drain", std::array<std::string_view, 1>{"stop_timeout_sec"});
         p.integer(*drain, "drain", "stop_timeout_sec", cfg.drain.stop_timeout_sec, 0, 3600);
+    }
+    if (const json* redirect = p.object(doc, "redirect")) {
+        p.check_keys(*redirect, "redirect", std::array<std::string_view, 1>{"max_unread_bytes"});
+        auto it = redirect->find("max_unread_bytes");
+        if (it != redirect->end() && !(it->is_string() && *it == "auto")) {
+            if (it->is_string())
+                p.fail("redirect.max_unread_bytes", "must be \"auto\" or an integer");
+            std::uint64_t limit = 0;
+            p.integer(*redirect, "redirect", "max_unread_bytes", limit, kMinMaxUnreadBytes,
+                      kMaxMaxUnreadBytes, /*zero_ok=*/true);
+            cfg.redirect.max_unread_bytes = limit;
+        }
     }
     if (p.failed()) return tl::unexpected(p.error());
     return cfg;
@@ -175,6 +192,9 @@ nlohmann::json config_to_json(const Config& c) {
           {"max_clients", c.control.max_clients},
           {"idle_timeout_sec", c.control.idle_timeout_sec}}},
         {"drain", {{"stop_timeout_sec", c.drain.stop_timeout_sec}}},
+        {"redirect",
+         {{"max_unread_bytes", c.redirect.max_unread_bytes ? json(*c.redirect.max_unread_bytes)
+                                                           : json("auto")}}},
     };
 }
 

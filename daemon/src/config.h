@@ -25,6 +25,8 @@ inline constexpr const char* kDefaultPinDir = "/sys/fs/bpf/sockaccel";
 inline constexpr const char* kDefaultControlSocket = "/run/sockaccel/sockacceld.sock";
 inline constexpr std::uint32_t kDefaultMapSize = 65536;
 inline constexpr std::uint32_t kMaxMapSize = 1u << 24;
+inline constexpr std::uint64_t kMinMaxUnreadBytes = 64u << 10;
+inline constexpr std::uint64_t kMaxMaxUnreadBytes = 1ull << 34;
 
 struct ControlConfig {
     std::string socket = kDefaultControlSocket;  // Unix socket path
@@ -40,6 +42,15 @@ struct DrainConfig {
     std::uint32_t stop_timeout_sec = 10;
 };
 
+struct RedirectConfig {
+    // Back-pressure: a sender whose peer has more unread redirected bytes
+    // than this sends through TCP (which blocks it) until the peer catches
+    // up. 0 = no limit. nullopt = "auto": the host's largest TCP receive
+    // buffer (net.ipv4.tcp_rmem max), so a reader that stops holds about
+    // what TCP would have let it hold. Applied live by reload.
+    std::optional<std::uint64_t> max_unread_bytes;
+};
+
 struct Config {
     std::string cgroup;  // cgroup v2 directory to attach to; "" = the cgroup v2 root
     std::string pin_dir = kDefaultPinDir;
@@ -47,6 +58,7 @@ struct Config {
     std::string log_level = "info";  // trace, debug, info, warn, error, critical, off
     ControlConfig control;
     DrainConfig drain;
+    RedirectConfig redirect;
 };
 
 // Command-line settings that override the file, kept so a reload re-reads

@@ -15,6 +15,13 @@ namespace asio = boost::asio;
 using asio::awaitable;
 using asio::use_awaitable;
 
+std::uint64_t Daemon::max_unread_bytes(const RedirectConfig& redirect) {
+    if (redirect.max_unread_bytes) return *redirect.max_unread_bytes;
+    // Debian's default tcp_rmem max, should /proc not say.
+    constexpr std::uint64_t kFallback = 6u << 20;
+    return tcp_rmem_max().value_or(kFallback);
+}
+
 namespace {
 // Between drain passes while a command waits, and in the background. Short
 // while someone waits for an answer; relaxed when nobody does.
@@ -74,7 +81,8 @@ void Daemon::start() {
     control_ = std::make_unique<ControlServer>(io_, config_.control, *this);
     if (auto r = control_->listen(); !r) throw StartupError(r.error().message());
 
-    dataplane_ = DataPlane::start({*cgroup, config_.pin_dir, config_.map_size});
+    dataplane_ = DataPlane::start(
+        {*cgroup, config_.pin_dir, config_.map_size, max_unread_bytes(config_.redirect)});
     drain_ = std::make_unique<Drain>(*dataplane_);
     control_->start();
 

@@ -77,6 +77,9 @@ private:
     boost::asio::awaitable<Reply> cmd_flush(const nlohmann::json& args);
     Reply cmd_attach(bool attach);
     Reply cmd_reload();
+    // The back-pressure limit in bytes that `redirect` asks for ("auto"
+    // resolved against this host's TCP receive buffer limit).
+    static std::uint64_t max_unread_bytes(const RedirectConfig& redirect);
     nlohmann::json drain_json() const;
 
     std::string config_path_;

@@ -273,6 +273,7 @@ void DataPlane::attach(const DataPlaneOptions& options) {
     sockaccel_config cfg{};
     cfg.abi_version = SOCKACCEL_ABI_VERSION;
     cfg.flags = SOCKACCEL_CFG_INSERT | SOCKACCEL_CFG_REDIRECT;
+    cfg.max_unread_bytes = options.max_unread_bytes;
     __u32 zero = 0;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.config), &zero, &cfg, BPF_ANY) != 0)
         throw_bpf_error("write config map", errno);
@@ -345,14 +346,24 @@ Result<std::uint32_t> DataPlane::flags() const {
     return cfg.flags;
 }
 
-Result<void> DataPlane::set_flags(std::uint32_t flags) {
+Result<void> DataPlane::update_config(const std::function<void(sockaccel_config&)>& change) {
+    // Read-modify-write: only the daemon's io_context thread writes the map.
     __u32 zero = 0;
     sockaccel_config cfg{};
+    const int fd = bpf_map__fd(skel_->maps.config);
+    if (bpf_map_lookup_elem(fd, &zero, &cfg) != 0) return errno_error("read config map");
     cfg.abi_version = SOCKACCEL_ABI_VERSION;
-    cfg.flags = flags;
-    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.config), &zero, &cfg, BPF_ANY) != 0)
-        return errno_error("write config map");
+    change(cfg);
+    if (bpf_map_update_elem(fd, &zero, &cfg, BPF_ANY) != 0) return errno_error("write config map");
     return {};
+}
+
+Result<void> DataPlane::set_flags(std::uint32_t flags) {
+    return update_config([flags](sockaccel_config& cfg) { cfg.flags = flags; });
+}
+
+Result<void> DataPlane::set_max_unread_bytes(std::uint64_t limit) {
+    return update_config([limit](sockaccel_config& cfg) { cfg.max_unread_bytes = limit; });
 }
 
 Result<CounterValues> DataPlane::read_counters() const {

@@ -6,8 +6,12 @@
 //
 // Lifecycle and data safety (docs/architecture.md):
 //  - start() adopts pinned state of the same ABI version (connections stay
-//    accelerated and counters continue), or creates it fresh. It throws
-//    StartupError on any failure, after undoing what it did.
+//    accelerated and counters continue), or creates it fresh. Pinned state
+//    of another ABI that still holds sockets is retired, never freed: its
+//    flags are cleared through the config prefix every ABI shares, its
+//    sockops link is detached, and its pins move to a retired_abi*
+//    subdirectory until its sockets have closed. It throws StartupError on
+//    any failure, after undoing what it did.
 //  - stop() turns redirecting and inserting off, detaches the sockops link,
 //    and removes everything only if the sockhash is empty. Sockets left in
 //    the map may hold unread redirected data, which the kernel frees when the
@@ -17,10 +21,13 @@
 //    a crash or an exception never detaches anything and never frees data.
 //
 // Threading: not thread-safe; the daemon uses it from its io_context thread.
-// Errors: run-time operations return Result; nothing here logs above debug.
+// Errors: run-time operations return Result. Nothing here logs above debug,
+// except the upgrade path, which has no caller to report to: retiring
+// state (warn) and removing retired state (info).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,6 +48,7 @@ struct DataPlaneOptions {
     std::string cgroup_path;  // resolved cgroup v2 directory
     std::string pin_dir;      // on bpffs, created by prepare_pin_dir()
     std::uint32_t map_size = 65536;
+    std::uint64_t max_unread_bytes = 0;  // back-pressure limit, 0 = none
 };
 
 // What `status` reports about the attachment.
@@ -68,6 +76,16 @@ struct SocketEntry {
 struct StopOutcome {
     std::uint64_t sockets_left = 0;  // sockets still in the sockhash
     bool left_pinned = false;        // maps stay pinned because sockets_left > 0
+};
+
+// Pinned state of another ABI version that a start retired instead of
+// freeing (docs/architecture.md, "Upgrades and incompatible state"). It
+// stays pinned, so its sockets' unread data stays readable, until its
+// sockhash is empty.
+struct RetiredState {
+    std::string dir;                           // <pin_dir>/retired_abi<N>_<unix seconds>
+    std::optional<std::uint32_t> abi_version;  // from its config map; nullopt if unreadable
+    std::optional<std::uint64_t> sockets;      // still in its sockhash; nullopt if unreadable
 };
 
 // A map as the embedded BPF object declares it, before any load.
@@ -107,6 +125,9 @@ public:
     // Run-time behaviour: enum sockaccel_config_flag bits in the config map.
     Result<std::uint32_t> flags() const;
     Result<void> set_flags(std::uint32_t flags);
+    // Back-pressure limit (sockaccel_config.max_unread_bytes), applied to
+    // the next send of every socket.
+    Result<void> set_max_unread_bytes(std::uint64_t limit);
 
     Result<CounterValues> read_counters() const;
 
@@ -130,6 +151,12 @@ public:
     Result<void> attach_sockops();
     bool sockops_attached() const { return static_cast<bool>(link_fd_); }
 
+    // Removes every retired directory whose sockhash is empty (its sockets
+    // have all closed, so no unread data can be left) and returns the ones
+    // that stay. Called at start, at stop and by status: the kernel has no
+    // event for "this map became empty", and no timer is worth it.
+    Result<std::vector<RetiredState>> collect_retired();
+
     // Orderly shutdown, see the header comment. After it, only the
     // destructor may be called.
     Result<StopOutcome> stop();
@@ -143,10 +170,12 @@ private:
     };
     std::vector<MapPin> map_pins() const;
     void adopt_or_reset_pins();
+    void retire_pins(std::uint32_t abi_version, std::uint64_t sockets);
     void open_and_load(const DataPlaneOptions& options);
     void attach(const DataPlaneOptions& options);
     Result<UniqueFd> create_sockops_link();
     std::string pin_path(const char* name) const;
+    Result<void> update_config(const std::function<void(sockaccel_config&)>& change);
 
     struct ::sockaccel_bpf* skel_ = nullptr;
     UniqueFd link_fd_;

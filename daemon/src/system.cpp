@@ -118,6 +118,13 @@ std::string kernel_release() {
     return u.release;
 }
 
+std::optional<std::uint64_t> tcp_rmem_max() {
+    std::ifstream in("/proc/sys/net/ipv4/tcp_rmem");
+    std::uint64_t min = 0, def = 0, max = 0;
+    if (!(in >> min >> def >> max) || max == 0) return std::nullopt;
+    return max;
+}
+
 bool path_exists(const std::string& path) {
     struct stat st {};
     return ::lstat(path.c_str(), &st) == 0;

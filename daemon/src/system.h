@@ -5,6 +5,8 @@
 // descriptors. Every function returns a Result and never logs.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -66,6 +68,10 @@ Result<UniqueFd> lock_directory(const std::string& dir);
 
 // uname -r.
 std::string kernel_release();
+
+// The largest TCP receive buffer of this network namespace (the third field
+// of /proc/sys/net/ipv4/tcp_rmem); nullopt if unreadable.
+std::optional<std::uint64_t> tcp_rmem_max();
 
 // True when the path exists (any type).
 bool path_exists(const std::string& path);

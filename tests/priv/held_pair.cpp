@@ -12,6 +12,8 @@
 
 #include <cstring>
 #include <fstream>
+#include <algorithm>
+#include <cstdio>
 #include <stdexcept>
 #include <vector>
 
@@ -165,6 +167,31 @@ std::string probe(int fd, int limit_ms) {
                 sent += n;
                 reply("ok sent " + std::to_string(sent));
             }
+        } else if (cmd.rfind("fill ", 0) == 0) {
+            // "fill N MS": send up to N more bytes until the socket stays unwritable for
+            // MS ms; reports how many were accepted.
+            std::size_t n = 0;
+            int ms = 0;
+            std::sscanf(cmd.c_str() + 5, "%zu %d", &n, &ms);
+            std::vector<std::uint8_t> buf(1 << 16);
+            std::size_t done = 0;
+            bool blocked = false, failed = false;
+            while (done < n && !blocked && !failed) {
+                const std::size_t len = std::min(buf.size(), n - done);
+                for (std::size_t i = 0; i < len; ++i) buf[i] = pattern(sent + done + i);
+                ssize_t w = ::send(cli, buf.data(), len, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (w > 0) {
+                    done += static_cast<std::size_t>(w);
+                } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+                    pollfd pf{cli, POLLOUT, 0};
+                    blocked = ::poll(&pf, 1, ms) == 0;
+                } else {
+                    failed = true;
+                }
+            }
+            sent += done;
+            reply(failed ? std::string("fail fill: ") + std::strerror(errno)
+                         : "ok filled " + std::to_string(done) + (blocked ? " blocked" : ""));
         } else if (cmd == "read") {
             std::vector<std::uint8_t> buf(sent - received);
             if (!read_exact(srv, buf.data(), buf.size())) {
@@ -251,6 +278,10 @@ std::string HeldPair::command(const std::string& cmd) {
 }
 
 std::string HeldPair::send(std::size_t n) { return command("send " + std::to_string(n)); }
+
+std::string HeldPair::fill(std::size_t n, int blocked_ms) {
+    return command("fill " + std::to_string(n) + " " + std::to_string(blocked_ms));
+}
 std::string HeldPair::read_all() { return command("read"); }
 std::string HeldPair::server_send(std::size_t n) { return command("ssend " + std::to_string(n)); }
 std::string HeldPair::close_server(bool abort) { return command(abort ? "sabort" : "sclose"); }

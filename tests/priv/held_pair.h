@@ -24,6 +24,9 @@ public:
     // Client sends `n` more bytes of the stream; the server does not read.
     // Returns the child's answer ("ok ..." or "fail ...").
     std::string send(std::size_t n);
+    // Client sends up to `n` more bytes without blocking, until its socket stays unwritable
+    // for `blocked_ms`: "ok filled N blocked" (back-pressure) or "ok filled N" (all taken).
+    std::string fill(std::size_t n, int blocked_ms);
     // Server reads everything sent so far and checks every byte, in order.
     std::string read_all();
     // Both sockets closed; the child exits.

@@ -26,6 +26,7 @@ TEST_CASE("an empty object gives the defaults") {
     CHECK(r->control.socket == "/run/sockaccel/sockacceld.sock");
     CHECK(r->control.group == "sockaccel");
     CHECK(r->drain.stop_timeout_sec == 10);
+    CHECK_FALSE(r->redirect.max_unread_bytes.has_value());  // "auto"
 }
 
 TEST_CASE("every key can be set") {
@@ -33,7 +34,7 @@ TEST_CASE("every key can be set") {
         "map_size":1024,"log_level":"debug",
         "control":{"socket":"/run/s.sock","group":"g","admin_group":"a","max_clients":3,
                    "idle_timeout_sec":7},
-        "drain":{"stop_timeout_sec":0}})",
+        "drain":{"stop_timeout_sec":0}, "redirect":{"max_unread_bytes":65536}})",
                           "x");
     REQUIRE(r);
     CHECK(r->cgroup == "/sys/fs/cgroup/x");
@@ -46,6 +47,30 @@ TEST_CASE("every key can be set") {
     CHECK(r->control.max_clients == 3);
     CHECK(r->control.idle_timeout_sec == 7);
     CHECK(r->drain.stop_timeout_sec == 0);
+    CHECK(r->redirect.max_unread_bytes == 65536u);
+}
+
+TEST_CASE("redirect.max_unread_bytes takes auto, 0 (no limit) or a size") {
+    auto limit = [](const char* value) {
+        auto r = parse_config(std::string(R"({"redirect":{"max_unread_bytes":)") + value + "}}",
+                              "x");
+        REQUIRE(r);
+        return r->redirect.max_unread_bytes;
+    };
+    CHECK_FALSE(limit("\"auto\"").has_value());
+    CHECK(limit("0") == 0u);
+    CHECK(limit("17179869184") == 17179869184u);
+    const std::string range =
+        "test.json: key \"redirect.max_unread_bytes\": must be 0 or an integer between 65536 and "
+        "17179869184";
+    CHECK(error_of(R"({"redirect":{"max_unread_bytes":65535}})") == range);
+    CHECK(error_of(R"({"redirect":{"max_unread_bytes":17179869185}})") == range);
+    CHECK(error_of(R"({"redirect":{"max_unread_bytes":-1}})") == range);
+    CHECK(error_of(R"({"redirect":{"max_unread_bytes":1.5}})") == range);
+    CHECK(error_of(R"({"redirect":{"max_unread_bytes":"4M"}})") ==
+          "test.json: key \"redirect.max_unread_bytes\": must be \"auto\" or an integer");
+    CHECK(error_of(R"({"redirect":{"limit":1}})") == "test.json: unknown key \"redirect.limit\"");
+    CHECK(error_of(R"({"redirect":4})") == "test.json: key \"redirect\": must be an object");
 }
 
 TEST_CASE("bad config input names the key and the problem") {
@@ -129,4 +154,9 @@ TEST_CASE("config_to_json round-trips through the parser") {
     REQUIRE(again);
     CHECK(again->map_size == 12);
     CHECK(again->control.group == "ops");
+    CHECK_FALSE(again->redirect.max_unread_bytes.has_value());
+    r->redirect.max_unread_bytes = 0;
+    again = parse_config(sockaccel::config_to_json(*r).dump(), "x");
+    REQUIRE(again);
+    CHECK(again->redirect.max_unread_bytes == 0u);
 }

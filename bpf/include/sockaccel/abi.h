@@ -13,7 +13,7 @@
 
 #include <linux/types.h>
 
-#define SOCKACCEL_ABI_VERSION 1
+#define SOCKACCEL_ABI_VERSION 2
 
 /* Address families as the kernel reports them (AF_INET, AF_INET6). Spelled out
  * so the BPF side does not need <sys/socket.h>. */
@@ -75,6 +75,12 @@ enum sockaccel_counter {
 	/* sk_msg: a socket without its ordering-rule storage sent; it never
 	 * redirects (the safe choice). Should stay 0; counted so it is visible. */
 	SOCKACCEL_CNT_STORAGE_MISSING,
+	/* sk_msg: a sender found more than max_unread_bytes queued unread in its
+	 * peer and switched to TCP, whose buffers block it (back-pressure). */
+	SOCKACCEL_CNT_BACKPRESSURE_HOLDS,
+	/* sk_msg: a held-back sender whose peer had read everything, TCP bytes
+	 * included, went back to redirecting. */
+	SOCKACCEL_CNT_BACKPRESSURE_RESUMES,
 	SOCKACCEL_CNT__MAX,
 };
 
@@ -90,11 +96,21 @@ enum sockaccel_config_flag {
 
 /* Run-time configuration: element 0 of an array map. Written by the daemon,
  * read by every program on every event, so changing behaviour never needs a
- * program reload. */
+ * program reload.
+ *
+ * Frozen across every ABI version: the value starts with abi_version and
+ * flags, and flag bits INSERT and REDIRECT keep their meaning. That is what
+ * lets any daemon quiesce state pinned by any other version (flags = 0: no
+ * inserts, and every sender falls back to TCP for good) before retiring it,
+ * without knowing the rest of its layout. */
 struct sockaccel_config {
 	__u32 abi_version; /* SOCKACCEL_ABI_VERSION of the daemon that created it */
 	__u32 flags;       /* enum sockaccel_config_flag */
-	__u64 reserved[3]; /* zero; room to grow without a new layout */
+	/* Back-pressure: a sender whose peer holds more unread redirected bytes
+	 * than this sends through TCP until the peer has read everything (see
+	 * SOCKACCEL_SK_HELD_BACK). 0 = no limit. */
+	__u64 max_unread_bytes;
+	__u64 reserved[2]; /* zero; room to grow without a new layout */
 };
 
 /* Bits of sockaccel_sk_state.flags (socket-local storage). */
@@ -110,6 +126,13 @@ enum sockaccel_sk_flag {
 	 * drain pass), so no redirect from this socket can still be in flight:
 	 * every later send reads DRAINING and takes TCP. Sticky. */
 	SOCKACCEL_SK_QUIESCED = 1u << 2,
+	/* Back-pressure: the peer had more than max_unread_bytes unread, so this
+	 * socket sends through TCP, where the peer's receive window and our send
+	 * buffer block it the way TCP always does. Unlike TCP_PATH it is lifted:
+	 * once the peer has read every byte this socket sent through TCP
+	 * (everything written delivered, and its TCP receive queue empty), no
+	 * TCP byte can be overtaken and redirecting resumes. */
+	SOCKACCEL_SK_HELD_BACK = 1u << 3,
 };
 
 /* Per-socket state in a BPF_MAP_TYPE_SK_STORAGE map; lives and dies with the
@@ -117,6 +140,12 @@ enum sockaccel_sk_flag {
 struct sockaccel_sk_state {
 	__u32 flags; /* enum sockaccel_sk_flag */
 	__u32 pad;
+	/* While HELD_BACK: the kernel address of the peer socket, recorded by
+	 * the redirect that found it backlogged. Only ever read through
+	 * bpf_probe_read_kernel, to decide when to resume; a stale value can
+	 * only delay or trigger a resume whose redirect then misses (a closed
+	 * peer is gone from the sockhash), never misdirect data. */
+	__u64 peer_sk;
 };
 
 /* What the drain iterator does on this pass (sockaccel_drain_ctl.mode). */
@@ -161,13 +190,13 @@ struct sockaccel_drain_record {
 #ifdef __cplusplus
 static_assert(sizeof(struct sockaccel_key) == 48, "sockaccel_key layout");
 static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout");
-static_assert(sizeof(struct sockaccel_sk_state) == 8, "sockaccel_sk_state layout");
+static_assert(sizeof(struct sockaccel_sk_state) == 16, "sockaccel_sk_state layout");
 static_assert(sizeof(struct sockaccel_drain_ctl) == 8, "sockaccel_drain_ctl layout");
 static_assert(sizeof(struct sockaccel_drain_record) == 72, "sockaccel_drain_record layout");
 #else
 _Static_assert(sizeof(struct sockaccel_key) == 48, "sockaccel_key layout");
 _Static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout");
-_Static_assert(sizeof(struct sockaccel_sk_state) == 8, "sockaccel_sk_state layout");
+_Static_assert(sizeof(struct sockaccel_sk_state) == 16, "sockaccel_sk_state layout");
 _Static_assert(sizeof(struct sockaccel_drain_ctl) == 8, "sockaccel_drain_ctl layout");
 _Static_assert(sizeof(struct sockaccel_drain_record) == 72, "sockaccel_drain_record layout");
 #endif

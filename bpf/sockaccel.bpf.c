@@ -62,6 +62,18 @@ struct {
 	__type(value, struct sockaccel_config);
 } config SEC(".maps");
 
+/* The half-close gate (enum sockaccel_gate_bit), one word per inserted
+ * socket, keyed by its sockhash key. LRU, sized like the sockhash: a word
+ * left behind by a socket whose close was not seen (sockops detached) is
+ * evicted eventually, and a missing word only ever means "take TCP" for a
+ * sender and "stay" for a closing socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536); /* set to the sockhash capacity before load */
+	__type(key, struct sockaccel_key);
+	__type(value, __u64);
+} redir_gate SEC(".maps");
+
 /* Drain pass control and the cookies the daemon has judged safe to delete. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -163,33 +175,9 @@ static __always_inline int may_resume(struct bpf_sock *sk, __u64 peer_addr, __u6
 	return unread_bytes((struct sock *)peer) < limit / 2;
 }
 
-SEC("sockops")
-int sockaccel_sockops(struct bpf_sock_ops *skops)
+static __always_inline int key_of_skops(struct bpf_sock_ops *skops, struct sockaccel_key *key)
 {
 	struct sockaccel_sock_fields f = {};
-	struct sockaccel_key key;
-	struct sockaccel_sk_state *st;
-	struct bpf_sock *sk;
-	long err;
-
-	/* Inserting is only allowed from the ESTABLISHED callbacks (fact 6). */
-	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
-	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
-		return 1;
-	if (skops->family != SOCKACCEL_AF_INET && skops->family != SOCKACCEL_AF_INET6)
-		return 1;
-
-	if (!(config_flags() & SOCKACCEL_CFG_INSERT)) {
-		count(SOCKACCEL_CNT_ADD_SKIPPED_DISABLED, 1);
-		return 1;
-	}
-	/* TCP Fast Open can carry data in the SYN, before this callback. That
-	 * data went through TCP, so by the ordering rule this socket may never
-	 * redirect: leave it out. */
-	if (skops->data_segs_out > 0) {
-		count(SOCKACCEL_CNT_ADD_SKIPPED_DATA_SENT, 1);
-		return 1;
-	}
 
 	f.family = skops->family;
 	f.local_ip4 = skops->local_ip4;
@@ -204,9 +192,77 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 	f.remote_ip6[3] = skops->remote_ip6[3];
 	f.local_port = skops->local_port;
 	f.remote_port = skops->remote_port;
+	__builtin_memset(key, 0, sizeof(*key));
+	return sockaccel_key_from_fields(key, &f, bpf_get_netns_cookie(skops));
+}
 
-	__builtin_memset(&key, 0, sizeof(key));
-	if (sockaccel_key_from_fields(&key, &f, bpf_get_netns_cookie(skops)) < 0)
+/*
+ * The half-close mitigation (kernel issue eagain_blocking_read). A socket in
+ * a sockhash reads through tcp_bpf_recvmsg(), which turns the wakeup of the
+ * delayed ACK of our own FIN into EAGAIN for a blocking read: "shutdown, then
+ * read the answer" fails. Leaving the sockhash at our FIN restores plain
+ * tcp_recvmsg(), but deleting a socket frees its unread redirected data
+ * (fact 1), so it leaves only if the gate proves that no redirect into it
+ * was ever decided, hence none is queued or in flight, and none can come:
+ * every later sender sees CLOSING and takes TCP.
+ * Runs in tcp_set_state() with the socket locked.
+ */
+static __always_inline int state_change(struct bpf_sock_ops *skops)
+{
+	struct sockaccel_key key;
+	__u64 *gate;
+
+	if (key_of_skops(skops, &key) < 0)
+		return 1;
+	if (skops->args[1] == BPF_TCP_CLOSE) {
+		bpf_map_delete_elem(&redir_gate, &key);
+		return 1;
+	}
+	if (skops->args[1] != BPF_TCP_FIN_WAIT1)
+		return 1;
+	gate = bpf_map_lookup_elem(&redir_gate, &key);
+	if (!gate)
+		return 1; /* cannot prove anything: stay */
+	if (__sync_fetch_and_or(gate, SOCKACCEL_GATE_CLOSING) & SOCKACCEL_GATE_PEER_REDIRECTED) {
+		count(SOCKACCEL_CNT_FIN_KEPT, 1);
+		return 1;
+	}
+	if (bpf_map_delete_elem(&sock_hash, &key) == 0)
+		count(SOCKACCEL_CNT_FIN_REMOVED, 1);
+	return 1;
+}
+
+SEC("sockops")
+int sockaccel_sockops(struct bpf_sock_ops *skops)
+{
+	struct sockaccel_key key;
+	struct sockaccel_sk_state *st;
+	struct bpf_sock *sk;
+	__u64 zero = 0;
+	long err;
+
+	if (skops->family != SOCKACCEL_AF_INET && skops->family != SOCKACCEL_AF_INET6)
+		return 1;
+	if (skops->op == BPF_SOCK_OPS_STATE_CB)
+		return state_change(skops);
+	/* Inserting is only allowed from the ESTABLISHED callbacks (fact 6). */
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
+	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+
+	if (!(config_flags() & SOCKACCEL_CFG_INSERT)) {
+		count(SOCKACCEL_CNT_ADD_SKIPPED_DISABLED, 1);
+		return 1;
+	}
+	/* TCP Fast Open can carry data in the SYN, before this callback. That
+	 * data went through TCP, so by the ordering rule this socket may never
+	 * redirect: leave it out. */
+	if (skops->data_segs_out > 0) {
+		count(SOCKACCEL_CNT_ADD_SKIPPED_DATA_SENT, 1);
+		return 1;
+	}
+
+	if (key_of_skops(skops, &key) < 0)
 		return 1;
 
 	/* The ordering-rule mark must exist before the socket can send through
@@ -223,9 +279,20 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	}
 
+	/* The gate word must exist before the socket can be a redirect target:
+	 * a sender without one takes TCP. */
+	if (bpf_map_update_elem(&redir_gate, &key, &zero, BPF_ANY)) {
+		count(SOCKACCEL_CNT_ADD_FAILED_OTHER, 1);
+		return 1;
+	}
+
 	err = bpf_sock_hash_update(skops, &sock_hash, &key, BPF_NOEXIST);
-	if (err == 0)
+	if (err == 0) {
 		count(SOCKACCEL_CNT_SOCKETS_ADDED, 1);
+		/* State callbacks: FIN (the half-close gate) and CLOSE. */
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+							 BPF_SOCK_OPS_STATE_CB_FLAG);
+	}
 	else if (err == -E2BIG_ || err == -ENOMEM_)
 		count(SOCKACCEL_CNT_ADD_FAILED_FULL, 1);
 	else
@@ -233,8 +300,11 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
-SEC("sk_msg")
-int sockaccel_redirect(struct sk_msg_md *msg)
+/* The verdict. `backpressure` is a constant in each caller, so the basic
+ * program has none of the kernel reads back-pressure needs, and loads on
+ * kernels that do not allow them in sk_msg (the daemon's feature probe picks
+ * the program). */
+static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int backpressure)
 {
 	struct sockaccel_sock_fields f = {};
 	struct sockaccel_key key, peer;
@@ -242,7 +312,7 @@ int sockaccel_redirect(struct sk_msg_md *msg)
 	struct sockaccel_sk_state *st;
 	struct bpf_sock *sk = msg->sk;
 	__u32 size = msg->size;
-	__u64 limit;
+	__u64 limit, *gate;
 	struct sock *target;
 
 	if (!sk)
@@ -258,8 +328,10 @@ int sockaccel_redirect(struct sk_msg_md *msg)
 	cfg = config_get();
 	if (!cfg || (st->flags & SOCKACCEL_SK_DRAINING) || !(cfg->flags & SOCKACCEL_CFG_REDIRECT))
 		goto mark_tcp_path;
-	limit = cfg->max_unread_bytes;
+	limit = backpressure ? cfg->max_unread_bytes : 0;
 	if (st->flags & SOCKACCEL_SK_HELD_BACK) {
+		if (!backpressure)
+			goto pass; /* cannot tell when to resume: stay on TCP */
 		/* A limit turned off since the hold lifts it on the same terms. */
 		if (!may_resume(sk, st->peer_sk, limit ? limit : ~0ULL))
 			goto pass;
@@ -287,6 +359,17 @@ int sockaccel_redirect(struct sk_msg_md *msg)
 	__builtin_memset(&peer, 0, sizeof(peer));
 	sockaccel_key_peer(&peer, &key);
 
+	/* Announce the redirect on the peer's gate before deciding it; a peer
+	 * that has started closing may leave the map, so take TCP (see
+	 * state_change()). */
+	gate = bpf_map_lookup_elem(&redir_gate, &peer);
+	if (!gate)
+		goto miss;
+	if (__sync_fetch_and_or(gate, SOCKACCEL_GATE_PEER_REDIRECTED) & SOCKACCEL_GATE_CLOSING) {
+		count(SOCKACCEL_CNT_GATE_CLOSED_SENDS, 1);
+		goto mark_tcp_path;
+	}
+
 	if (bpf_msg_redirect_hash(msg, &sock_hash, &peer, BPF_F_INGRESS) == SK_PASS) {
 		count(SOCKACCEL_CNT_REDIRECT_MSGS, 1);
 		count(SOCKACCEL_CNT_REDIRECT_BYTES, size);
@@ -307,6 +390,7 @@ int sockaccel_redirect(struct sk_msg_md *msg)
 		}
 		return SK_PASS;
 	}
+miss:
 	count(SOCKACCEL_CNT_REDIRECT_MISSES, 1);
 
 mark_tcp_path:
@@ -318,6 +402,20 @@ pass:
 	count(SOCKACCEL_CNT_PASS_MSGS, 1);
 	count(SOCKACCEL_CNT_PASS_BYTES, size);
 	return SK_PASS;
+}
+
+SEC("sk_msg")
+int sockaccel_redirect(struct sk_msg_md *msg)
+{
+	return redirect_verdict(msg, 1);
+}
+
+/* For kernels without bpf_probe_read_kernel/bpf_skc_to_tcp_sock in sk_msg:
+ * everything but back-pressure. */
+SEC("sk_msg")
+int sockaccel_redirect_basic(struct sk_msg_md *msg)
+{
+	return redirect_verdict(msg, 0);
 }
 
 /*

@@ -167,6 +167,23 @@ std::string drain_row(const json& drain) {
            ", " + pending_bytes_text(drain) + " pending";
 }
 
+// State an upgrade retired (another ABI version's maps, kept pinned until
+// their sockets close): one line each; empty when there is none, which is
+// the normal case.
+std::string retired_row(const json& result) {
+    const json* retired = find_member(result, "retired");
+    if (retired == nullptr || !retired->is_array()) return "";
+    std::vector<std::string> lines;
+    for (const json& r : *retired) {
+        auto abi = get_u64(r, "abi_version");
+        auto sockets = get_u64(r, "sockets");
+        lines.push_back("ABI " + (abi ? std::to_string(*abi) : std::string("?")) + ", " +
+                        (sockets ? count_noun(*sockets, "socket") : std::string("? sockets")) +
+                        " until they close, in " + get_string(r, "dir").value_or("?"));
+    }
+    return join(lines, "\n");
+}
+
 std::string features_row(const json& features) {
     if (!features.is_object() || features.empty()) return "";
     std::vector<std::string> on;
@@ -334,6 +351,7 @@ std::string render_status(const json& result) {
     }
 
     add("Drain", drain_row(get_object(result, "drain")));
+    add("Retired", retired_row(result));
     add("Features", features_row(get_object(result, "features")));
     add("Kernel issues", kernel_issues_row(result));
 

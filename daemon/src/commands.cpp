@@ -100,6 +100,15 @@ json Daemon::drain_json() const {
             {"flushed_total", flushed_total_}};
 }
 
+nlohmann::json Daemon::status_features(const DataPlaneFeatures& loaded) const {
+    // What the probe found, plus what actually loaded: the iterator can
+    // exist and still be refused (a locked-down kernel).
+    auto out = features_to_json(features_);
+    out["drain_iterator"] = loaded.drain_iterator;
+    out["backpressure"] = loaded.backpressure_program;
+    return out;
+}
+
 Daemon::Reply Daemon::cmd_status() {
     const auto& info = dataplane_->info();
     auto counters = dataplane_->read_counters();
@@ -108,6 +117,16 @@ Daemon::Reply Daemon::cmd_status() {
     if (!entries) return tl::unexpected(kernel_error(entries.error()));
     auto flags = dataplane_->flags();
     if (!flags) return tl::unexpected(kernel_error(flags.error()));
+    // State an upgrade retired is removed here once its sockets have all
+    // closed: the kernel has no event for that, and status is where an
+    // operator looks, so no timer polls for it.
+    auto retired = dataplane_->collect_retired();
+    if (!retired) return tl::unexpected(kernel_error(retired.error()));
+    json retired_json = json::array();
+    for (const auto& r : *retired)
+        retired_json.push_back({{"dir", r.dir},
+                                {"abi_version", r.abi_version ? json(*r.abi_version) : json(nullptr)},
+                                {"sockets", r.sockets ? json(*r.sockets) : json(nullptr)}});
     const auto& f = dataplane_->features();
     const double uptime =
         std::chrono::duration<double>(Clock::now() - started_at_).count();
@@ -127,16 +146,13 @@ Daemon::Reply Daemon::cmd_status() {
           {"sock_hash_map_id", info.sock_hash_map_id}}},
         {"mode",
          {{"insert", (*flags & SOCKACCEL_CFG_INSERT) != 0},
-          {"redirect", (*flags & SOCKACCEL_CFG_REDIRECT) != 0}}},
+          {"redirect", (*flags & SOCKACCEL_CFG_REDIRECT) != 0},
+          {"max_unread_bytes", max_unread_bytes(config_.redirect)}}},
         {"map", {{"entries", *entries}, {"capacity", info.capacity}}},
+        {"retired", std::move(retired_json)},
         {"counters", counters_to_json(*counters)},
         {"drain", drain_json()},
-        {"features",
-         {{"sockhash", true},
-          {"sk_msg", true},
-          {"cgroup_bpf_link", true},
-          {"sk_storage_in_sk_msg", true},
-          {"drain_iterator", f.drain_iterator}}},
+        {"features", status_features(f)},
         {"kernel_issues", json::array({eagain_issue_json(kernel_selftest_ ? kernel_selftest_->detected : std::nullopt)})},
         {"config", config_to_json(config_)},
     };

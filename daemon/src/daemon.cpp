@@ -2,6 +2,7 @@
 #include "daemon.h"
 
 #include <csignal>
+#include <cstdlib>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -50,6 +51,7 @@ void Daemon::start() {
     config_ = load_config();
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
     DataPlane::check_privilege();
+    probe_features();
     // Independent of the data plane (a private map in a child process), so
     // it runs before anything is locked, opened or attached: the child then
     // inherits none of those descriptors.
@@ -81,8 +83,8 @@ void Daemon::start() {
     control_ = std::make_unique<ControlServer>(io_, config_.control, *this);
     if (auto r = control_->listen(); !r) throw StartupError(r.error().message());
 
-    dataplane_ = DataPlane::start(
-        {*cgroup, config_.pin_dir, config_.map_size, max_unread_bytes(config_.redirect)});
+    dataplane_ = DataPlane::start({*cgroup, config_.pin_dir, config_.map_size,
+                                   max_unread_bytes(config_.redirect), features_});
     drain_ = std::make_unique<Drain>(*dataplane_);
     control_->start();
 
@@ -105,9 +107,34 @@ void Daemon::start() {
     if (!f.drain_iterator)
         spdlog::warn("the kernel refused the sockhash iterator: flush-map and drain-on-stop are "
                      "unavailable; sockets leave the map only when they close");
+    if (features_.backpressure())
+        spdlog::info("back-pressure: a sender is held on TCP while its reader has more than {} "
+                     "unread bytes{}",
+                     max_unread_bytes(config_.redirect),
+                     max_unread_bytes(config_.redirect) == 0 ? " (0: off)" : "");
     // A previous run may have stopped mid-drain: its claimed sockets never
     // redirect again, so finish removing them.
     if (info.adopted && f.drain_iterator) ensure_background_drain();
+}
+
+void Daemon::probe_features() {
+    auto probed = probe_kernel_features();
+    if (!probed) throw StartupError("probe kernel features: " + probed.error().message());
+    features_ = *probed;
+    if (const char* off = std::getenv("SOCKACCEL_FEATURES_OFF")) {
+        if (auto masked = mask_features(features_, off); !masked) throw StartupError(masked.error());
+        spdlog::warn("SOCKACCEL_FEATURES_OFF={}: running as if the kernel lacked them", off);
+    }
+    if (auto missing = missing_required(features_)) throw StartupError(*missing);
+    spdlog::debug("kernel features: {}", features_to_json(features_).dump());
+    if (!features_.sockmap_iterator)
+        spdlog::warn("kernel feature missing: sockhash iterator (lossless flush and drain)");
+    if (!features_.psock_msg_tot_len)
+        spdlog::warn("kernel feature missing: psock->msg_tot_len (unread byte counts and "
+                     "back-pressure): a reader that stops lets its sender queue without bound");
+    if (!features_.sk_msg_kernel_reads)
+        spdlog::warn("kernel feature missing: kernel reads in sk_msg programs (back-pressure); "
+                     "loading the basic redirect program");
 }
 
 void Daemon::run_kernel_selftest() {

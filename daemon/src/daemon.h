@@ -77,6 +77,10 @@ private:
     boost::asio::awaitable<Reply> cmd_flush(const nlohmann::json& args);
     Reply cmd_attach(bool attach);
     Reply cmd_reload();
+    // Runs the kernel feature probe; throws StartupError without a required
+    // mechanism.
+    void probe_features();
+    nlohmann::json status_features(const DataPlaneFeatures& loaded) const;
     // The back-pressure limit in bytes that `redirect` asks for ("auto"
     // resolved against this host's TCP receive buffer limit).
     static std::uint64_t max_unread_bytes(const RedirectConfig& redirect);
@@ -97,6 +101,7 @@ private:
     // The EAGAIN self-test's outcome, reported in status kernel_issues (an
     // error there is reported as "unknown").
     Result<KernelIssueProbe> kernel_selftest_;
+    KernelFeatures features_;  // probed at start
     std::uint64_t flushed_total_ = 0;
     bool background_running_ = false;
     bool stopping_ = false;

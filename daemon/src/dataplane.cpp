@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dataplane.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,9 +9,12 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <algorithm>
 #include <cstdarg>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -25,7 +29,11 @@ constexpr const char* kPinSockHash = "sock_hash";
 constexpr const char* kPinSkState = "sk_state";
 constexpr const char* kPinConfig = "config";
 constexpr const char* kPinCounters = "counters";
+constexpr const char* kPinRedirGate = "redir_gate";
 constexpr const char* kPinSockopsLink = "sockops_link";
+// Subdirectories of the pin directory holding retired state of another ABI
+// version: retired_abi<N>_<unix seconds>.
+constexpr const char* kRetiredPrefix = "retired_abi";
 
 // While probing optional mechanisms a refusal is expected, so libbpf's
 // complaints about it are debug output, not warnings.
@@ -107,19 +115,126 @@ Result<std::uint64_t> count_keys(int map_fd) {
     return n;
 }
 
-// Reads the ABI version a pinned config map carries; nullopt if unreadable.
-std::optional<std::uint32_t> pinned_abi_version(const std::string& config_pin) {
-    UniqueFd fd(bpf_obj_get(config_pin.c_str()));
-    if (!fd) return std::nullopt;
+// Counts the keys of a map of any layout (the sockhash of another ABI
+// version may have another key size), so the buffer comes from the map.
+Result<std::uint64_t> count_any_keys(int map_fd) {
     bpf_map_info info{};
     __u32 len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0 ||
-        info.value_size != sizeof(sockaccel_config) || info.type != BPF_MAP_TYPE_ARRAY)
-        return std::nullopt;
+    if (bpf_obj_get_info_by_fd(map_fd, &info, &len) != 0) return errno_error("inspect map");
+    std::vector<std::uint8_t> key(std::max<std::size_t>(info.key_size, 1)),
+        next(std::max<std::size_t>(info.key_size, 1));
+    std::uint64_t n = 0;
+    const void* prev = nullptr;
+    while (bpf_map_get_next_key(map_fd, prev, next.data()) == 0) {
+        ++n;
+        key.swap(next);
+        prev = key.data();
+    }
+    if (errno != ENOENT) return errno_error("walk map");
+    return n;
+}
+
+// The start of every ABI version's config value, frozen (abi.h): whatever a
+// version appends, a daemon of any other version can read abi_version and
+// switch the state off by clearing flags.
+struct ConfigPrefix {
+    __u32 abi_version;
+    __u32 flags;
+};
+static_assert(offsetof(sockaccel_config, abi_version) == offsetof(ConfigPrefix, abi_version) &&
+                  offsetof(sockaccel_config, flags) == offsetof(ConfigPrefix, flags),
+              "sockaccel_config must start with the frozen prefix");
+
+struct PinnedConfig {
+    std::uint32_t abi_version = 0;
+    std::uint32_t value_size = 0;
+};
+
+// Opens a pinned config map and checks the layout every ABI version shares:
+// an array whose element 0 starts with ConfigPrefix. Fills `value` with the
+// whole element 0.
+Result<UniqueFd> open_config(const std::string& pin, std::vector<std::uint8_t>& value) {
+    UniqueFd fd(bpf_obj_get(pin.c_str()));
+    if (!fd) return errno_error("open " + pin);
+    bpf_map_info info{};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) return errno_error("inspect " + pin);
+    if (info.type != BPF_MAP_TYPE_ARRAY || info.value_size < sizeof(ConfigPrefix) ||
+        info.max_entries < 1)
+        return sys_error(EINVAL, pin + " is not a config map (unknown layout)");
+    value.assign(info.value_size, 0);
     __u32 zero = 0;
-    sockaccel_config cfg{};
-    if (bpf_map_lookup_elem(fd.get(), &zero, &cfg) != 0) return std::nullopt;
-    return cfg.abi_version;
+    if (bpf_map_lookup_elem(fd.get(), &zero, value.data()) != 0) return errno_error("read " + pin);
+    return fd;
+}
+
+// The ABI version and value size of a pinned config map of any version;
+// nullopt if it is missing or of an unknown layout.
+std::optional<PinnedConfig> read_pinned_config(const std::string& pin) {
+    std::vector<std::uint8_t> value;
+    if (!open_config(pin, value)) return std::nullopt;
+    ConfigPrefix prefix{};
+    std::memcpy(&prefix, value.data(), sizeof(prefix));
+    return PinnedConfig{prefix.abi_version, static_cast<std::uint32_t>(value.size())};
+}
+
+// Clears every flag of a pinned config map of any ABI version, keeping the
+// rest of its value (read-modify-write; its own daemon is gone, since we
+// hold the pin directory's lock).
+Result<void> quiesce_config(const std::string& pin) {
+    std::vector<std::uint8_t> value;
+    auto fd = open_config(pin, value);
+    if (!fd) return tl::unexpected(fd.error());
+    ConfigPrefix prefix{};
+    std::memcpy(&prefix, value.data(), sizeof(prefix));
+    prefix.flags = 0;
+    std::memcpy(value.data(), &prefix, sizeof(prefix));
+    __u32 zero = 0;
+    if (bpf_map_update_elem(fd->get(), &zero, value.data(), BPF_EXIST) != 0)
+        return errno_error("write " + pin);
+    return {};
+}
+
+// Detaches a pinned link and removes its pin. Unlinking alone would leave
+// the link attached while anyone else still holds a descriptor to it.
+void detach_pinned_link(const std::string& pin) {
+    if (!path_exists(pin)) return;
+    UniqueFd fd(bpf_obj_get(pin.c_str()));
+    if (fd && bpf_link_detach(fd.get()) != 0)
+        spdlog::debug("detach link {}: {}", pin, errstr(errno));
+    ::unlink(pin.c_str());
+}
+
+// Names of the entries of `dir` that are (want_dirs) or are not directories.
+Result<std::vector<std::string>> list_dir(const std::string& dir, bool want_dirs) {
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) return errno_error("read directory " + dir);
+    std::vector<std::string> out;
+    while (const dirent* e = ::readdir(d)) {
+        const std::string name = e->d_name;
+        if (name == "." || name == "..") continue;
+        bool is_dir = e->d_type == DT_DIR;
+        if (e->d_type == DT_UNKNOWN) {
+            struct stat st {};
+            is_dir = ::lstat((dir + "/" + name).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+        }
+        if (is_dir == want_dirs) out.push_back(name);
+    }
+    ::closedir(d);
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+// Unpins everything in a retired directory and removes it. Only called once
+// its sockhash is empty: the maps are then freed with no data in them.
+Result<void> remove_retired_dir(const std::string& dir) {
+    auto names = list_dir(dir, /*want_dirs=*/false);
+    if (!names) return tl::unexpected(names.error());
+    for (const auto& name : *names)
+        if (::unlink((dir + "/" + name).c_str()) != 0 && errno != ENOENT)
+            return errno_error("unpin " + dir + "/" + name);
+    if (::rmdir(dir.c_str()) != 0) return errno_error("remove " + dir);
+    return {};
 }
 
 }  // namespace
@@ -153,15 +268,24 @@ std::unique_ptr<DataPlane> DataPlane::start(const DataPlaneOptions& options) {
     dp->info_.pin_dir = options.pin_dir;
     dp->open_and_load(options);
     dp->attach(options);
+    // Our state is up; state an earlier upgrade retired goes now if its
+    // sockets have all closed. A failure only delays that to the next
+    // status or stop.
+    if (auto r = dp->collect_retired(); !r)
+        spdlog::debug("collect retired state: {}", r.error().message());
     return dp;
 }
 
 void DataPlane::open_and_load(const DataPlaneOptions& options) {
-    // The drain iterator is optional: a kernel (or sandbox) that refuses it
+    // Mechanisms follow the feature probe (kernel_features.h). The drain
+    // iterator is also tried for real: a kernel (or sandbox) that refuses it
     // still gets a working, lossless data plane without it, where sockets
-    // leave the map only when they close. Found by trying, never by version.
+    // leave the map only when they close.
+    const bool backpressure = options.features.backpressure();
     int last_err = 0;
-    for (const bool drain_iterator : {true, false}) {
+    std::vector<bool> attempts = {false};
+    if (options.features.sockmap_iterator) attempts.insert(attempts.begin(), true);
+    for (const bool drain_iterator : attempts) {
         g_probing = drain_iterator;
         if (skel_) sockaccel_bpf__destroy(skel_);
         skel_ = sockaccel_bpf__open();
@@ -170,7 +294,11 @@ void DataPlane::open_and_load(const DataPlaneOptions& options) {
             throw_bpf_error("set sockhash capacity", err);
         if (int err = bpf_map__set_max_entries(skel_->maps.drain_delete, options.map_size))
             throw_bpf_error("set drain map capacity", err);
+        if (int err = bpf_map__set_max_entries(skel_->maps.redir_gate, options.map_size))
+            throw_bpf_error("set gate map capacity", err);
         bpf_program__set_autoload(skel_->progs.sockaccel_drain, drain_iterator);
+        bpf_program__set_autoload(skel_->progs.sockaccel_redirect, backpressure);
+        bpf_program__set_autoload(skel_->progs.sockaccel_redirect_basic, !backpressure);
         adopt_or_reset_pins();
         last_err = sockaccel_bpf__load(skel_);
         if (last_err == 0) {
@@ -202,7 +330,9 @@ void DataPlane::open_and_load(const DataPlaneOptions& options) {
     info_.capacity = bpf_map__max_entries(skel_->maps.sock_hash);
     info_.sock_hash_map_id = map_id(bpf_map__fd(skel_->maps.sock_hash));
     info_.sockops_prog_id = prog_id(bpf_program__fd(skel_->progs.sockaccel_sockops));
-    info_.sk_msg_prog_id = prog_id(bpf_program__fd(skel_->progs.sockaccel_redirect));
+    verdict_ = backpressure ? skel_->progs.sockaccel_redirect : skel_->progs.sockaccel_redirect_basic;
+    features_.backpressure_program = backpressure;
+    info_.sk_msg_prog_id = prog_id(bpf_program__fd(verdict_));
 }
 
 std::vector<DataPlane::MapPin> DataPlane::map_pins() const {
@@ -211,6 +341,7 @@ std::vector<DataPlane::MapPin> DataPlane::map_pins() const {
         {skel_->maps.sk_state, kPinSkState},
         {skel_->maps.config, kPinConfig},
         {skel_->maps.counters, kPinCounters},
+        {skel_->maps.redir_gate, kPinRedirGate},
     };
 }
 
@@ -222,10 +353,11 @@ void DataPlane::adopt_or_reset_pins() {
     bool any_pinned = false;
     for (const auto& p : pins) any_pinned = any_pinned || path_exists(pin_path(p.name));
     if (!any_pinned) return;
-    auto version = pinned_abi_version(pin_path(kPinConfig));
+    const auto config = read_pinned_config(pin_path(kPinConfig));
     bool all_pinned = true;
     for (const auto& p : pins) all_pinned = all_pinned && path_exists(pin_path(p.name));
-    if (version && *version == SOCKACCEL_ABI_VERSION && all_pinned) {
+    if (config && config->abi_version == SOCKACCEL_ABI_VERSION &&
+        config->value_size == sizeof(sockaccel_config) && all_pinned) {
         for (const auto& p : pins) {
             UniqueFd fd(bpf_obj_get(pin_path(p.name).c_str()));
             if (!fd) throw_bpf_error("open pinned map " + pin_path(p.name), errno);
@@ -237,28 +369,120 @@ void DataPlane::adopt_or_reset_pins() {
         info_.adopted = true;
         return;
     }
-    // Foreign or partial state. Replacing it frees the sockets' unread data
-    // unless the old sockhash is empty (fact 1), so only then.
-    std::uint64_t left = 0;
-    UniqueFd old(bpf_obj_get(pin_path(kPinSockHash).c_str()));
-    if (old) {
-        auto n = count_keys(old.get());
-        left = n ? *n : 1;
+    // Foreign or partial state. Unpinning it frees its sockhash, and with it
+    // the unread data of every socket still in it (fact 1), so it is simply
+    // removed only when that sockhash is empty (or absent).
+    std::optional<std::uint64_t> left = 0;  // nullopt: present, but not countable
+    if (UniqueFd old(bpf_obj_get(pin_path(kPinSockHash).c_str())); old) {
+        auto n = count_any_keys(old.get());
+        left = n ? std::optional<std::uint64_t>(*n) : std::nullopt;
     }
-    if (left > 0)
+    if (left && *left == 0) {
+        for (const char* name :
+             {kPinSockopsLink, kPinSockHash, kPinSkState, kPinConfig, kPinCounters, kPinRedirGate})
+            ::unlink(pin_path(name).c_str());
+        return;
+    }
+    // Otherwise it is retired, which needs switching it off first through
+    // the config prefix that every ABI version shares. Without a readable
+    // config there is no safe way to stop its senders redirecting, so the
+    // start is refused and nothing is touched.
+    if (!config)
         throw StartupError(
-            "pinned state in " + info_.pin_dir + " is from an incompatible version (ABI " +
-            (version ? std::to_string(*version) : std::string("unknown")) + ", expected " +
-            std::to_string(SOCKACCEL_ABI_VERSION) + ") and still holds " + std::to_string(left) +
-            " socket(s); replacing it could lose their unread data. Stop the applications "
-            "using them or start with another --pin-dir");
-    for (const char* name : {kPinSockopsLink, kPinSockHash, kPinSkState, kPinConfig, kPinCounters})
-        ::unlink(pin_path(name).c_str());
+            "pinned state in " + info_.pin_dir +
+            " is from an incompatible version (ABI unknown: its config map is missing or of an "
+            "unknown layout, expected ABI " + std::to_string(SOCKACCEL_ABI_VERSION) +
+            ") and still holds " + (left ? std::to_string(*left) : std::string("an unknown number of")) +
+            " socket(s); it cannot be switched off safely, and replacing it could lose their "
+            "unread data. Stop the applications using them or start with another --pin-dir");
+    retire_pins(config->abi_version, left);
+}
+
+void DataPlane::retire_pins(std::uint32_t abi_version, std::optional<std::uint64_t> sockets) {
+    const std::string what =
+        "pinned state of ABI " + std::to_string(abi_version) + " in " + info_.pin_dir;
+
+    // 1. Switch it off. With REDIRECT clear, each of its senders takes TCP
+    //    for good from its next send on; its receivers read the redirected
+    //    bytes they hold before any TCP byte (fact 2), so nothing is
+    //    reordered. With INSERT clear, nothing new enters its sockhash. Up
+    //    to here nothing has changed, so a failure leaves it as it was.
+    if (auto r = quiesce_config(pin_path(kPinConfig)); !r)
+        throw StartupError("switch off " + what + ": " + r.error().message() +
+                           "; it still holds sockets, so it was left unchanged");
+
+    // 2. Detach its sockops program. attach() creates our own link later;
+    //    connections established in between are not accelerated, which is
+    //    all they lose.
+    detach_pinned_link(pin_path(kPinSockopsLink));
+
+    // 3. Move its pins aside instead of unpinning them. A pinned map is
+    //    never freed, so the unread data stays readable; each socket leaves
+    //    the old sockhash by itself when it closes (fact 6), and
+    //    collect_retired() removes the directory once it is empty. bpffs
+    //    renames within itself and refuses names with a dot.
+    const std::string base = pin_path(kRetiredPrefix) + std::to_string(abi_version) + "_" +
+                             std::to_string(static_cast<long long>(std::time(nullptr)));
+    std::string dir = base;
+    for (int i = 2; ::mkdir(dir.c_str(), 0700) != 0; ++i) {
+        if (errno != EEXIST || i > 100)
+            throw StartupError("create " + dir + ": " + errstr(errno) + "; " + what +
+                               " is switched off but stays in place (nothing was freed)");
+        dir = base + "_" + std::to_string(i);
+    }
+    // The sockhash first: it is what holds the data (the other maps are kept
+    // alive by the programs attached to it anyway). Then every other pin,
+    // including any a newer version added that this one does not know.
+    std::vector<std::string> names = {kPinSockHash, kPinConfig, kPinSkState, kPinCounters};
+    if (auto rest = list_dir(info_.pin_dir, /*want_dirs=*/false))
+        for (const auto& name : *rest)
+            if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+    for (const auto& name : names) {
+        const std::string from = info_.pin_dir + "/" + name;
+        if (!path_exists(from)) continue;
+        if (::rename(from.c_str(), (dir + "/" + name).c_str()) != 0)
+            throw StartupError("move " + from + " to " + dir + ": " + errstr(errno) + "; " + what +
+                               " is switched off and stays pinned (nothing was freed)");
+    }
+    spdlog::warn("pinned state of ABI {} replaced; {} socket(s) retired to {} until they close",
+                 abi_version, sockets ? std::to_string(*sockets) : std::string("an unknown number of"),
+                 dir);
+}
+
+Result<std::vector<RetiredState>> DataPlane::collect_retired() {
+    std::vector<RetiredState> out;
+    if (!path_exists(info_.pin_dir)) return out;
+    auto dirs = list_dir(info_.pin_dir, /*want_dirs=*/true);
+    if (!dirs) return tl::unexpected(dirs.error());
+    for (const auto& name : *dirs) {
+        if (name.rfind(kRetiredPrefix, 0) != 0) continue;
+        RetiredState r;
+        r.dir = info_.pin_dir + "/" + name;
+        if (auto cfg = read_pinned_config(r.dir + "/" + kPinConfig)) r.abi_version = cfg->abi_version;
+        // A sockhash that cannot be read is kept: only a provably empty one
+        // (or none at all) holds no data.
+        if (UniqueFd hash(bpf_obj_get((r.dir + "/" + kPinSockHash).c_str())); hash) {
+            if (auto n = count_any_keys(hash.get())) r.sockets = *n;
+        } else if (errno == ENOENT) {
+            r.sockets = 0;
+        }
+        if (r.sockets && *r.sockets == 0) {
+            if (auto removed = remove_retired_dir(r.dir)) {
+                spdlog::info("removed retired state {} (ABI {}): its sockets have all closed",
+                             r.dir, r.abi_version ? std::to_string(*r.abi_version) : "unknown");
+                continue;
+            } else {
+                spdlog::debug("keeping {}: {}", r.dir, removed.error().message());
+            }
+        }
+        out.push_back(std::move(r));
+    }
+    return out;
 }
 
 void DataPlane::attach(const DataPlaneOptions& options) {
     const int map_fd = bpf_map__fd(skel_->maps.sock_hash);
-    const int msg_fd = bpf_program__fd(skel_->progs.sockaccel_redirect);
+    const int msg_fd = bpf_program__fd(verdict_);
     const int ops_fd = bpf_program__fd(skel_->progs.sockaccel_sockops);
 
     // sk_msg first: a socket takes its programs from the map when it is
@@ -459,6 +683,16 @@ Result<StopOutcome> DataPlane::stop() {
     // 2. Detach sockops: new connections are not accelerated.
     (void)detach_sockops();
 
+    // Retired state of an upgrade goes too if its sockets have closed; the
+    // rest stays pinned (and keeps the pin directory) until they do.
+    auto retired = collect_retired();
+    if (!retired)
+        spdlog::debug("collect retired state: {}", retired.error().message());
+    else
+        for (const auto& r : *retired)
+            spdlog::info("retired state {} stays pinned until its {} socket(s) close", r.dir,
+                         r.sockets ? std::to_string(*r.sockets) : std::string("unknown number of"));
+
     // 3. Remove the maps only if no socket is left in the sockhash. A socket
     //    still there may hold unread redirected data, which deleting it or
     //    freeing the map would destroy (fact 1); then everything stays
@@ -470,10 +704,11 @@ Result<StopOutcome> DataPlane::stop() {
         outcome.left_pinned = true;
         return outcome;
     }
-    bpf_prog_detach2(bpf_program__fd(skel_->progs.sockaccel_redirect),
+    bpf_prog_detach2(bpf_program__fd(verdict_),
                      bpf_map__fd(skel_->maps.sock_hash), BPF_SK_MSG_VERDICT);
-    for (const char* name : {kPinSockHash, kPinSkState, kPinConfig, kPinCounters})
+    for (const char* name : {kPinSockHash, kPinSkState, kPinConfig, kPinCounters, kPinRedirGate})
         ::unlink(pin_path(name).c_str());
+    // Fails, and so keeps the directory, while retired state is left in it.
     ::rmdir(info_.pin_dir.c_str());
     return outcome;
 }

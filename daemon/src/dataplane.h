@@ -35,12 +35,14 @@
 
 #include "counters.h"
 #include "error.h"
+#include "kernel_features.h"
 #include "sockaccel/abi.h"
 #include "system.h"
 
 struct sockaccel_bpf;  // the generated skeleton (sockaccel.skel.h)
 struct bpf_map;
 struct bpf_link;
+struct bpf_program;
 
 namespace sockaccel {
 
@@ -49,6 +51,7 @@ struct DataPlaneOptions {
     std::string pin_dir;      // on bpffs, created by prepare_pin_dir()
     std::uint32_t map_size = 65536;
     std::uint64_t max_unread_bytes = 0;  // back-pressure limit, 0 = none
+    KernelFeatures features;             // from probe_kernel_features()
 };
 
 // What `status` reports about the attachment.
@@ -63,9 +66,10 @@ struct AttachInfo {
     bool adopted = false;  // pinned state of a previous run was reused
 };
 
-// Optional kernel mechanisms, found by trying to load them.
+// The optional mechanisms actually loaded.
 struct DataPlaneFeatures {
-    bool drain_iterator = false;  // iter/sockmap with CO-RE psock access
+    bool drain_iterator = false;        // iter/sockmap with CO-RE psock access
+    bool backpressure_program = false;  // sockaccel_redirect, not _basic
 };
 
 struct SocketEntry {
@@ -170,7 +174,7 @@ private:
     };
     std::vector<MapPin> map_pins() const;
     void adopt_or_reset_pins();
-    void retire_pins(std::uint32_t abi_version, std::uint64_t sockets);
+    void retire_pins(std::uint32_t abi_version, std::optional<std::uint64_t> sockets);
     void open_and_load(const DataPlaneOptions& options);
     void attach(const DataPlaneOptions& options);
     Result<UniqueFd> create_sockops_link();
@@ -178,6 +182,7 @@ private:
     Result<void> update_config(const std::function<void(sockaccel_config&)>& change);
 
     struct ::sockaccel_bpf* skel_ = nullptr;
+    struct ::bpf_program* verdict_ = nullptr;  // the sk_msg program in use
     UniqueFd link_fd_;
     struct ::bpf_link* drain_link_ = nullptr;
     AttachInfo info_;

@@ -168,9 +168,12 @@ std::string hold_path(const TestPinDir& pins) {
 // Traffic whose client stops reading each reply after 64 KiB and stays paused until released:
 // `connections` connections, one at a time. While each pause holds and the paused socket has
 // unread data, on_pause() runs; then the pause is released and the data must arrive. The
-// paused data is redirected: the server replies only after reading the request, when both
-// sockets are in the map, and each connection starts only after the previous pause was
-// released, i.e. after whatever on_pause() did. Returns the report; `handled` counts pauses.
+// paused data is redirected: the server replies after the request's header, when both
+// sockets are in the map, and the client half-closes only after the whole reply
+// (--late-half-close; a client that half-closed first would leave the map at its FIN by the
+// half-close gate, and the reply would take TCP). Each connection starts only after the
+// previous pause was released, i.e. after whatever on_pause() did. Returns the report;
+// `handled` counts pauses.
 json run_held_pauses(const TestCgroup& cg, const TestPinDir& pins, int round, int connections,
                      const std::function<void(const std::string&)>& on_pause, int& handled) {
     const auto hold = hold_path(pins);
@@ -178,7 +181,7 @@ json run_held_pauses(const TestCgroup& cg, const TestPinDir& pins, int round, in
         cg, round,
         {"--connections", std::to_string(connections), "--parallel", "1", "--min-bytes",
          "1048576", "--max-bytes", "4194304", "--read-pause-dir", "s2c", "--read-pause-after",
-         "65536", "--read-pause-ms", "50", "--read-pause-file", hold}));
+         "65536", "--read-pause-ms", "50", "--read-pause-file", hold, "--late-half-close"}));
     // Destroyed before `traffic` (whose destructor waits for the run): if on_pause() throws,
     // the pause is released so the run can end instead of waiting for its deadline.
     struct Release {
@@ -234,8 +237,9 @@ TEST_CASE("integrity: a connect storm that sends at once under CPU saturation", 
     std::fprintf(stderr, "integrity storm: redirect_misses %llu, tcp_path_sockets %llu, %s\n",
                  (unsigned long long)c["redirect_misses"].get<std::uint64_t>(),
                  (unsigned long long)c["tcp_path_sockets"].get<std::uint64_t>(), c.dump().c_str());
-    // Every reply is redirected: the server answers only after reading the request, when both
-    // sockets are long in the map.
+    // Requests are redirected (both sockets are in the map before the first send). A reply
+    // that starts after its client's half-close takes TCP (the half-close gate,
+    // gate_closed_sends); a longer one has begun before and is redirected too.
     CHECK(c["redirect_msgs"].get<std::uint64_t>() > 0);
     CHECK(c["sockets_added"].get<std::uint64_t>() > 0);
     CHECK(c["storage_missing"] == 0);
@@ -417,10 +421,9 @@ TEST_CASE("integrity: a receiver that stops reading for a while and then resumes
     for (int round = 0; round < 3; ++round) {
         // (a) One connection at a time; its client stops reading the reply after 64 KiB and
         // stays paused until the test removes the hold file. Once the paused socket has
-        // unread data (redirected: the server replies only after the request arrived, when
-        // both sockets are in the map, and each connection starts after the previous flush),
-        // a flush must keep it (pending) rather than drop it; then the pause ends and every
-        // byte must still arrive, the redirected ones first and the later TCP ones after.
+        // unread data (redirected, see run_held_pauses()), a flush must keep it (pending)
+        // rather than drop it; then the pause ends and every byte must still arrive, the
+        // redirected ones first and the later TCP ones after.
         constexpr int kHeld = 3;
         int handled = 0;
         auto report = run_held_pauses(

@@ -398,6 +398,9 @@ void add_common_options(CLI::App* app, Config& cfg, CliState& st, bool client_si
                     "FILE.queued once the paused socket has unread data, and to FILE.blocked "
                     "when a send returns EAGAIN")
         ->group(pause_group);
+    app->add_flag("--late-half-close", cfg.late_half_close,
+                  "Clients half-close only after the server's stream and EOF arrived (by "
+                  "default each side half-closes as soon as it has sent everything)");
     app->add_option("--read-pause-dir", st.read_pause_dir,
                     "Which receivers pause: c2s (server), s2c (client) or both")
         ->group(pause_group)

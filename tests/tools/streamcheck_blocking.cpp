@@ -128,7 +128,8 @@ void interruptible_sleep(std::chrono::milliseconds d, const std::atomic<bool>& h
     }
 }
 
-void writer_loop(int fd, StreamSender* sender, const std::atomic<bool>* hung, std::string* error) {
+void writer_loop(int fd, StreamSender* sender, const std::atomic<bool>* hung,
+                 const std::atomic<bool>* wait_eof, std::string* error) {
     std::vector<uint8_t> scratch;
     while (!sender->done()) {
         if (hung->load()) return;
@@ -142,6 +143,9 @@ void writer_loop(int fd, StreamSender* sender, const std::atomic<bool>* hung, st
         const auto pause = sender->advance(static_cast<size_t>(w));
         if (pause.count() > 0) interruptible_sleep(pause, *hung);
     }
+    // --late-half-close: first the peer's EOF (the reader sets the flag to false then).
+    while (wait_eof != nullptr && wait_eof->load() && !hung->load())
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
     // Half-close; the read side stays open until the peer's EOF.
     if (shutdown(fd, SHUT_WR) != 0) *error = errno_string("shutdown(SHUT_WR)", errno);
 }
@@ -163,10 +167,11 @@ ConnResult run_connection(Shared& sh, int fd, ConnCore& core, Clock::time_point 
     std::string write_error;
     std::string read_error;
     bool shut_wr = false;
+    std::atomic<bool> wait_eof{sh.cfg.late_half_close && core.is_client()};
     auto start_writer_if_ready = [&] {
         if (writer || shut_wr) return;
         if (core.send_state() == SendState::kActive) {
-            writer.emplace(writer_loop, fd, &core.sender(), hung.get(), &write_error);
+            writer.emplace(writer_loop, fd, &core.sender(), hung.get(), &wait_eof, &write_error);
         } else if (core.send_state() == SendState::kNone) {
             // Server with a bad/missing request: nothing to send, let the client see EOF.
             shut_wr = true;
@@ -204,6 +209,7 @@ ConnResult run_connection(Shared& sh, int fd, ConnCore& core, Clock::time_point 
         if (r == 0) {
             // After a watchdog shutdown the "EOF" is our own doing, not the peer's.
             if (!hung->load()) core.on_eof();
+            wait_eof = false;
             break;
         }
         if (errno == EINTR) continue;
@@ -216,6 +222,7 @@ ConnResult run_connection(Shared& sh, int fd, ConnCore& core, Clock::time_point 
             continue;
         }
         read_error = errno_string("read", errno);
+        wait_eof = false;
         // Make sure a writer blocked on a full send buffer does not keep us waiting.
         shutdown(fd, SHUT_RDWR);
         break;

@@ -68,6 +68,9 @@ struct Config {
     SenderParams sender;
     FaultSpec fault;
     ReadPauseParams read_pause;
+    // Client: shut down the write side only once the server's whole stream (and its EOF)
+    // arrived, so the server's reply starts while the client is still open.
+    bool late_half_close = false;
     std::string cgroup;
     std::string server_cgroup;
     std::string client_cgroup;

@@ -38,6 +38,7 @@ struct Conn {
     bool connecting = false;
     bool recv_done = false;
     bool send_done = false;  // everything sent and SHUT_WR issued (or nothing to send)
+    bool shutdown_deferred = false;  // --late-half-close: SHUT_WR waits for the peer's EOF
     bool paused = false;
     bool read_paused = false;      // --read-pause-*: not reading for now
     bool read_pause_taken = false;  // the one pause of this receiver has begun
@@ -233,6 +234,10 @@ bool EpollEngine::do_read(Conn& c) {
     if (r == 0) {
         c.core.on_eof();
         c.recv_done = true;
+        if (c.shutdown_deferred && shutdown(c.fd, SHUT_WR) != 0) {
+            fail(c, errno_string("shutdown(SHUT_WR)", errno));
+            return false;
+        }
         return true;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return true;
@@ -242,6 +247,11 @@ bool EpollEngine::do_read(Conn& c) {
 
 bool EpollEngine::finish_send(Conn& c) {
     // Half-close: the peer reads EOF after the last byte while our read side stays open.
+    if (cfg_.late_half_close && c.core.is_client() && !c.recv_done) {
+        c.shutdown_deferred = true;  // done by do_read() at the server's EOF
+        c.send_done = true;
+        return true;
+    }
     if (shutdown(c.fd, SHUT_WR) != 0) {
         fail(c, errno_string("shutdown(SHUT_WR)", errno));
         return false;

@@ -81,6 +81,16 @@ enum sockaccel_counter {
 	/* sk_msg: a held-back sender whose peer had read everything, TCP bytes
 	 * included, went back to redirecting. */
 	SOCKACCEL_CNT_BACKPRESSURE_RESUMES,
+	/* sockops: sockets that left the sockhash at their own FIN (shutdown or
+	 * close) because no redirect into them was ever decided: their reads go
+	 * back to plain TCP, which avoids the blocking-read EAGAIN of half-close
+	 * (docs/operations.md, "Known kernel issues"). */
+	SOCKACCEL_CNT_FIN_REMOVED,
+	/* sockops: sockets kept at their FIN because their peer had redirected
+	 * into them (removing them could free queued data). */
+	SOCKACCEL_CNT_FIN_KEPT,
+	/* sk_msg: sends whose peer was already closing; they took TCP. */
+	SOCKACCEL_CNT_GATE_CLOSED_SENDS,
 	SOCKACCEL_CNT__MAX,
 };
 
@@ -102,7 +112,9 @@ enum sockaccel_config_flag {
  * flags, and flag bits INSERT and REDIRECT keep their meaning. That is what
  * lets any daemon quiesce state pinned by any other version (flags = 0: no
  * inserts, and every sender falls back to TCP for good) before retiring it,
- * without knowing the rest of its layout. */
+ * without knowing the rest of its layout. Also frozen: the pin names
+ * `config` (this array, element 0), `sock_hash` and `sockops_link` in the
+ * pin directory (docs/architecture.md, "Upgrades and incompatible state"). */
 struct sockaccel_config {
 	__u32 abi_version; /* SOCKACCEL_ABI_VERSION of the daemon that created it */
 	__u32 flags;       /* enum sockaccel_config_flag */
@@ -146,6 +158,19 @@ struct sockaccel_sk_state {
 	 * only delay or trigger a resume whose redirect then misses (a closed
 	 * peer is gone from the sockhash), never misdirect data. */
 	__u64 peer_sk;
+};
+
+/* Bits of the per-target gate word (the redir_gate map, keyed like the
+ * sockhash by the target socket's key). A sender sets PEER_REDIRECTED on its
+ * peer's word before every redirect verdict and takes TCP instead if CLOSING
+ * was already set; at its FIN a socket sets CLOSING and, if PEER_REDIRECTED
+ * was not set, leaves the sockhash. Both bits live in one word changed only
+ * by atomic fetch-or, so exactly one side sees the other's bit: either the
+ * sender backs off, or the closing socket sees that a redirect may be
+ * queued and stays. */
+enum sockaccel_gate_bit {
+	SOCKACCEL_GATE_PEER_REDIRECTED = 1u << 0,
+	SOCKACCEL_GATE_CLOSING = 1u << 1,
 };
 
 /* What the drain iterator does on this pass (sockaccel_drain_ctl.mode). */

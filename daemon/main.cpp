@@ -2,18 +2,19 @@
 //
 // sockacceld: parses the command line and config, sets up logging, and runs
 // the Daemon. Start-up failures arrive here as one StartupError and are
-// printed once, as one line, with exit code 1.
+// printed once, as one line, with exit code 1. Logging goes to the console
+// or, under systemd, to the journal (logging.h; --log-target).
 #include <csignal>
 #include <string>
 
 #include <CLI/CLI.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "config.h"
 #include "daemon.h"
 #include "dataplane.h"
 #include "error.h"
+#include "logging.h"
 #include "sockaccel/proto/protocol.h"
 
 
@@ -23,7 +24,7 @@ int main(int argc, char** argv) {
     CLI::App app{"sockacceld: same-host TCP acceleration with sockops and sk_msg"};
     app.set_version_flag("--version", "sockacceld " + std::string(proto::kSoftwareVersion));
     std::string config_path = kDefaultConfigPath;
-    std::string cgroup, pin_dir, socket_path, log_level;
+    std::string cgroup, pin_dir, socket_path, log_level, log_target = "auto";
     std::uint32_t map_size = 0;
     auto* config_opt = app.add_option("--config", config_path, "Config file (JSON)");
     auto* cgroup_opt =
@@ -36,6 +37,10 @@ int main(int argc, char** argv) {
                                      "trace, debug, info, warn, error, critical or off")
                           ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error",
                                                  "critical", "off"}));
+    app.add_option("--log-target", log_target,
+                   "auto (the journal when stderr is connected to it, as systemd sets up; "
+                   "otherwise the console), console (stderr) or journal")
+        ->check(CLI::IsMember({"auto", "console", "journal"}));
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -47,8 +52,9 @@ int main(int argc, char** argv) {
     // the daemon mid-stop: writes then fail with EPIPE instead, and the
     // ordered shutdown still runs.
     std::signal(SIGPIPE, SIG_IGN);
-    spdlog::set_default_logger(spdlog::stderr_color_mt("sockacceld"));
-    spdlog::set_pattern("%^%l%$: %v");
+    // Before anything logs; libbpf's messages follow too, as they are
+    // routed into spdlog's default logger (route_libbpf_logs below).
+    install_logger(parse_log_target(log_target).value_or(LogTarget::automatic));
 
     ConfigOverrides overrides;
     if (cgroup_opt->count()) overrides.cgroup = cgroup;

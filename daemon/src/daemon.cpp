@@ -30,11 +30,52 @@ constexpr std::chrono::milliseconds kDrainStep{20};
 constexpr std::chrono::milliseconds kBackgroundStep{250};
 }  // namespace
 
+// The control server's handler: the daemon's own handle(), plus the
+// notifications that belong to a command. Kept out of commands.cpp so the
+// commands stay about the data plane; the supervisor hears the same thing
+// whether a change came from a signal or from sockaccelctl.
+class Daemon::NotifyingHandler final : public CommandHandler {
+public:
+    explicit NotifyingHandler(Daemon& daemon) : daemon_(daemon) {}
+
+    awaitable<proto::Response> handle(const proto::Request& request,
+                                      const PeerCred& peer) override {
+        const bool reload = request.cmd == "reload";
+        const bool changes_state = reload || request.cmd == "flush-map" ||
+                                   request.cmd == "detach" || request.cmd == "attach";
+        if (!changes_state) co_return co_await daemon_.handle(request, peer);
+        if (reload) daemon_.notify_reloading();
+        std::optional<proto::Response> response;
+        try {
+            response = co_await daemon_.handle(request, peer);
+        } catch (...) {
+            // The control server turns this into internal_error; systemd
+            // must still leave "reloading".
+            after(reload);
+            throw;
+        }
+        after(reload);
+        co_return std::move(*response);
+    }
+
+private:
+    void after(bool reload) {
+        if (reload)
+            daemon_.notify_reloaded();
+        else
+            daemon_.notify_status();
+    }
+
+    Daemon& daemon_;
+};
+
 Daemon::Daemon(std::string config_path, bool config_path_explicit, ConfigOverrides overrides)
     : config_path_(std::move(config_path)),
       config_path_explicit_(config_path_explicit),
       overrides_(std::move(overrides)),
-      signals_(io_, SIGTERM, SIGINT, SIGHUP) {}
+      signals_(io_, SIGTERM, SIGINT, SIGHUP),
+      watchdog_timer_(io_),
+      notifying_handler_(std::make_unique<NotifyingHandler>(*this)) {}
 
 Daemon::~Daemon() = default;
 
@@ -80,7 +121,7 @@ void Daemon::start() {
     // The control socket first: a conflict there must stop the start
     // before anything is attached. If the data plane then fails, the
     // server's destructor removes the socket file again.
-    control_ = std::make_unique<ControlServer>(io_, config_.control, *this);
+    control_ = std::make_unique<ControlServer>(io_, config_.control, *notifying_handler_);
     if (auto r = control_->listen(); !r) throw StartupError(r.error().message());
 
     dataplane_ = DataPlane::start({*cgroup, config_.pin_dir, config_.map_size,
@@ -115,6 +156,11 @@ void Daemon::start() {
     // A previous run may have stopped mid-drain: its claimed sockets never
     // redirect again, so finish removing them.
     if (info.adopted && f.drain_iterator) ensure_background_drain();
+
+    // Last: everything above is done, so "started" is true from here on
+    // (units ordered after this one may connect and find it working).
+    notifier_.ready(status_summary());
+    start_watchdog();
 }
 
 void Daemon::probe_features() {
@@ -173,8 +219,10 @@ awaitable<void> Daemon::signal_loop() {
         int signo = co_await signals_.async_wait(asio::redirect_error(use_awaitable, ec));
         if (ec) co_return;
         if (signo == SIGHUP) {
+            notify_reloading();
             auto r = cmd_reload();
             if (!r) spdlog::error("SIGHUP: {}", r.error().message);
+            notify_reloaded();
             continue;
         }
         spdlog::info("received {}, stopping", signo == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -185,6 +233,14 @@ awaitable<void> Daemon::signal_loop() {
 
 awaitable<void> Daemon::shutdown() {
     stopping_ = true;
+    {
+        // First, so the supervisor knows the stop has begun and does not
+        // take a long drain for a hang (it still waits its stop timeout).
+        auto entries = dataplane_->count_entries();
+        notifier_.stopping(stopping_status_text(
+            entries ? std::optional<std::uint64_t>(*entries) : std::nullopt,
+            dataplane_->features().drain_iterator, config_.drain.stop_timeout_sec));
+    }
     control_->stop();
 
     // Stop inserting and redirecting, then detach: new connections take
@@ -215,7 +271,58 @@ awaitable<void> Daemon::shutdown() {
         spdlog::info("detached and unpinned; sockhash was empty");
     }
     signals_.cancel();
+    watchdog_timer_.cancel();
     io_.stop();
+}
+
+std::string Daemon::status_summary() const {
+    if (!dataplane_) return "starting";
+    StatusSnapshot s;
+    s.attached = dataplane_->sockops_attached();
+    if (auto entries = dataplane_->count_entries()) s.sockets = *entries;
+    if (auto counters = dataplane_->read_counters())
+        s.redirected_bytes = (*counters)[SOCKACCEL_CNT_REDIRECT_BYTES];
+    s.drain_active = background_running_;
+    s.drain_pending = drain_ ? drain_->last().pending : 0;
+    return status_text(s);
+}
+
+void Daemon::notify_status() {
+    // Once stopping, STATUS= says so, and nothing overwrites it.
+    if (stopping_) return;
+    notifier_.status(status_summary());
+}
+
+void Daemon::notify_reloading() { notifier_.reloading("reloading " + config_path_); }
+
+void Daemon::notify_reloaded() { notifier_.ready(status_summary()); }
+
+void Daemon::start_watchdog() {
+    auto period = SystemdNotifier::watchdog_period();
+    if (!period) {
+        spdlog::warn("{}; not sending watchdog pings, ignoring", period.error().message());
+        return;
+    }
+    if (!*period) return;  // no watchdog: no timer at all
+    spdlog::info("systemd watchdog: pinging every {} ms",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(**period).count());
+    asio::co_spawn(io_, watchdog_loop(**period), asio::detached);
+}
+
+awaitable<void> Daemon::watchdog_loop(std::chrono::microseconds period) {
+    // On the io_context, like everything else: if the loop is stuck (a
+    // handler that never returns), the pings stop and systemd acts. A thread
+    // of its own would keep pinging for a dead daemon.
+    for (;;) {
+        if (stopping_)
+            notifier_.watchdog(std::nullopt);  // keep the "stopping" status
+        else
+            notifier_.watchdog(status_summary());
+        watchdog_timer_.expires_after(period);
+        boost::system::error_code ec;
+        co_await watchdog_timer_.async_wait(asio::redirect_error(use_awaitable, ec));
+        if (ec) co_return;  // cancelled at the end of the stop sequence
+    }
 }
 
 awaitable<DrainReport> Daemon::drain(bool claim, bool force, std::chrono::milliseconds wait) {
@@ -261,6 +368,7 @@ void Daemon::ensure_background_drain() {
     if (background_running_ || stopping_) return;
     background_running_ = true;
     asio::co_spawn(io_, background_drain(), asio::detached);
+    notify_status();
 }
 
 awaitable<void> Daemon::background_drain() {
@@ -279,6 +387,7 @@ awaitable<void> Daemon::background_drain() {
         co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
     }
     background_running_ = false;
+    notify_status();
 }
 
 }  // namespace sockaccel

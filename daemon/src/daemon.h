@@ -15,6 +15,13 @@
 //   stop accepting commands -> stop inserting and redirecting -> detach ->
 //   drain (bounded by drain.stop_timeout_sec) -> unpin, or leave pinned
 //   what could not drain.
+//
+// The service manager hears about all of it through sd_notify (notify.h
+// lists what is sent when): READY=1 as the last step of start(), STATUS=
+// after every state change, RELOADING=1/READY=1 around a reload,
+// STOPPING=1 first thing in the stop sequence, and, when systemd's watchdog
+// is enabled, WATCHDOG=1 from a timer on the io_context itself, so a stuck
+// event loop stops the pings.
 #pragma once
 
 #include <utility>  // must precede awaitable.hpp with Boost 1.74 on g++ 12
@@ -33,6 +40,7 @@
 #include "dataplane.h"
 #include "drain.h"
 #include "kernel_selftest.h"
+#include "notify.h"
 #include "system.h"
 
 namespace sockaccel {
@@ -60,6 +68,21 @@ private:
     void log_kernel_selftest() const;
     boost::asio::awaitable<void> signal_loop();
     boost::asio::awaitable<void> shutdown();
+
+    // Notifications (notify.h). The one-line summary of the running state
+    // for STATUS=; never fails (unreadable numbers show as "?").
+    std::string status_summary() const;
+    void notify_status();
+    // RELOADING=1 before a reload (SIGHUP or the reload command), READY=1
+    // with a fresh status after it, whether it succeeded or not.
+    void notify_reloading();
+    void notify_reloaded();
+    // Starts the watchdog timer if the service manager asked for one.
+    void start_watchdog();
+    boost::asio::awaitable<void> watchdog_loop(std::chrono::microseconds period);
+    // Wraps handle() for the control server: state-changing commands are
+    // followed by a STATUS= update, and reload by RELOADING=1/READY=1.
+    class NotifyingHandler;
 
     // Claims (if `claim`) and drains until nothing is pending or `wait`
     // passes; with `force`, then drops what is left. Leaves a background
@@ -93,6 +116,10 @@ private:
 
     boost::asio::io_context io_;
     boost::asio::signal_set signals_;
+    SystemdNotifier notifier_;
+    boost::asio::steady_timer watchdog_timer_;
+    // Before control_, which holds a reference to it.
+    std::unique_ptr<CommandHandler> notifying_handler_;
     UniqueFd pin_lock_;
     std::unique_ptr<DataPlane> dataplane_;
     std::unique_ptr<Drain> drain_;

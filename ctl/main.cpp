@@ -94,8 +94,8 @@ int run(int argc, char** argv) {
             ->check(CLI::Range(1, 65535))
             ->type_name("N");
     CLI::Option* limit_opt =
-        connections->add_option("--limit", limit, "Show at most N pairs (1-200; default 100)")
-            ->check(CLI::Range(1, 200))
+        connections->add_option("--limit", limit, "Show at most N entries (1-200; default 100)")
+            ->check(CLI::Range(std::size_t{1}, proto::kMaxListLimit))
             ->type_name("N");
 
     auto* flush = app.add_subcommand("flush-map", summary(proto::cmd::kFlushMap));
@@ -104,7 +104,7 @@ int run(int argc, char** argv) {
     flush->add_flag("--force", force, "Also drop sockets that still hold unread data");
     CLI::Option* wait_opt =
         flush->add_option("--wait", wait_sec, "Wait up to SECONDS for pending sockets to drain")
-            ->check(CLI::Range(0.0, kMaxSeconds))
+            ->check(CLI::Range(0.0, proto::kMaxFlushWaitMs / 1000.0))
             ->type_name("SECONDS");
 
     auto* attach = app.add_subcommand("attach", summary(proto::cmd::kAttach));

@@ -33,10 +33,10 @@ namespace sockaccel {
 // "limit". One response line is at most 64 KiB; a listed socket takes
 // ~230 bytes.
 inline constexpr std::size_t kDefaultListLimit = 100;
-inline constexpr std::size_t kMaxListLimit = 200;
+inline constexpr std::size_t kMaxListLimit = proto::kMaxListLimit;
 // flush-map: "wait_ms" default and maximum.
 inline constexpr std::int64_t kDefaultFlushWaitMs = 2000;
-inline constexpr std::int64_t kMaxFlushWaitMs = 600000;
+inline constexpr std::int64_t kMaxFlushWaitMs = proto::kMaxFlushWaitMs;
 // Unknown argument names up to this many bytes are quoted in the error.
 inline constexpr std::size_t kMaxQuotedArgBytes = 64;
 

@@ -65,6 +65,14 @@ inline constexpr std::size_t kMaxIdBytes = 256;
 // thread's stack long after parsing succeeded.
 inline constexpr std::size_t kMaxJsonDepth = 64;
 
+// Argument bounds the daemon enforces. sockaccelctl checks the same bounds,
+// so an out-of-range value is a usage error there (exit 2), not a round trip.
+// connections "limit": entries per response (one response line must fit
+// kMaxLineBytes).
+inline constexpr std::size_t kMaxListLimit = 200;
+// flush-map "wait_ms".
+inline constexpr std::int64_t kMaxFlushWaitMs = 600000;
+
 // Names of the data-plane counters in `status` and `stats` results
 // ("counters" object), in the order of enum sockaccel_counter in
 // bpf/include/sockaccel/abi.h (the daemon static_asserts the length).

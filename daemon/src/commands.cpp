@@ -115,8 +115,9 @@ Daemon::Reply Daemon::cmd_status() {
     if (!counters) return tl::unexpected(kernel_error(counters.error()));
     auto entries = dataplane_->count_entries();
     if (!entries) return tl::unexpected(kernel_error(entries.error()));
-    auto flags = dataplane_->flags();
-    if (!flags) return tl::unexpected(kernel_error(flags.error()));
+    auto kcfg = dataplane_->config();
+    if (!kcfg) return tl::unexpected(kernel_error(kcfg.error()));
+    const auto flags = &kcfg->flags;
     // State an upgrade retired is removed here once its sockets have all
     // closed: the kernel has no event for that, and status is where an
     // operator looks, so no timer polls for it.
@@ -147,7 +148,7 @@ Daemon::Reply Daemon::cmd_status() {
         {"mode",
          {{"insert", (*flags & SOCKACCEL_CFG_INSERT) != 0},
           {"redirect", (*flags & SOCKACCEL_CFG_REDIRECT) != 0},
-          {"max_unread_bytes", max_unread_bytes(config_.redirect)}}},
+          {"max_unread_bytes", kcfg->max_unread_bytes}}},
         {"map", {{"entries", *entries}, {"capacity", info.capacity}}},
         {"retired", std::move(retired_json)},
         {"counters", counters_to_json(*counters)},
@@ -313,10 +314,17 @@ Daemon::Reply Daemon::cmd_reload() {
     check(next.control.group != config_.control.group, "control.group", false);
 
     // The one setting that lives in the kernel goes first: if writing it
-    // fails, nothing has changed.
-    if (limit != max_unread_bytes(config_.redirect))
+    // fails, nothing has changed. Compared with what the kernel has, not
+    // with the old config, so "auto" follows a changed tcp_rmem too.
+    auto in_kernel = dataplane_->max_unread_bytes();
+    if (!in_kernel) return tl::unexpected(kernel_error(in_kernel.error()));
+    if (limit != *in_kernel) {
         if (auto r = dataplane_->set_max_unread_bytes(limit); !r)
             return tl::unexpected(kernel_error(r.error()));
+        // "auto" both times, but tcp_rmem changed: applied all the same.
+        if (next.redirect.max_unread_bytes == config_.redirect.max_unread_bytes)
+            applied.push_back("redirect.max_unread_bytes");
+    }
     // Keys that need a restart keep their running values, so status shows
     // the configuration actually in effect.
     config_.log_level = next.log_level;

@@ -562,12 +562,20 @@ DataPlane::~DataPlane() {
     if (skel_) sockaccel_bpf__destroy(skel_);
 }
 
-Result<std::uint32_t> DataPlane::flags() const {
+Result<sockaccel_config> DataPlane::config() const {
     __u32 zero = 0;
     sockaccel_config cfg{};
     if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.config), &zero, &cfg) != 0)
         return errno_error("read config map");
-    return cfg.flags;
+    return cfg;
+}
+
+Result<std::uint32_t> DataPlane::flags() const {
+    return config().map([](const sockaccel_config& cfg) { return cfg.flags; });
+}
+
+Result<std::uint64_t> DataPlane::max_unread_bytes() const {
+    return config().map([](const sockaccel_config& cfg) { return cfg.max_unread_bytes; });
 }
 
 Result<void> DataPlane::update_config(const std::function<void(sockaccel_config&)>& change) {

@@ -126,11 +126,14 @@ public:
     const AttachInfo& info() const { return info_; }
     const DataPlaneFeatures& features() const { return features_; }
 
+    // The config map as the kernel has it (what the programs act on).
+    Result<sockaccel_config> config() const;
     // Run-time behaviour: enum sockaccel_config_flag bits in the config map.
     Result<std::uint32_t> flags() const;
     Result<void> set_flags(std::uint32_t flags);
     // Back-pressure limit (sockaccel_config.max_unread_bytes), applied to
-    // the next send of every socket.
+    // the next send of every socket. The getter reads what the kernel has.
+    Result<std::uint64_t> max_unread_bytes() const;
     Result<void> set_max_unread_bytes(std::uint64_t limit);
 
     Result<CounterValues> read_counters() const;

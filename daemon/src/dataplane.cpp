@@ -66,7 +66,7 @@ std::string errstr(int err) { return std::generic_category().message(err < 0 ? -
     if (err < 0) err = -err;
     if (err == EPERM || err == EACCES)
         throw StartupError(what + ": permission denied; sockacceld needs root, or CAP_BPF, "
-                                  "CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_RESOURCE");
+                                  "CAP_NET_ADMIN and CAP_PERFMON");
     if (err == ENOSYS)
         throw StartupError(what + ": this kernel does not support BPF (bpf() returned ENOSYS)");
     throw StartupError(what + ": " + errstr(err));

@@ -553,8 +553,10 @@ TEST_CASE("integrity: back-pressure holds a sender whose receiver stops reading"
     }
     const auto holds = counter(ctl, "backpressure_holds") - holds0;
     const auto resumes = counter(ctl, "backpressure_resumes") - resumes0;
+    // Holds are certain with this limit and these pauses. Resumes are not asserted here:
+    // one needs a send after the reader has caught up, which depends on timing (part (a)
+    // checks the resume deterministically).
     CHECK(holds > 0);
-    CHECK(resumes > 0);
     std::fprintf(stderr,
                  "integrity back-pressure: a stopped receiver held %llu unread bytes at most "
                  "(limit %llu); its sender was blocked after %llu of 64 MiB; under pauses "

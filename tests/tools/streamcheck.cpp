@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -58,6 +59,19 @@ void move_to_cgroup(const std::string& dir) {
         throw SetupError{"cannot move pid " + std::to_string(getpid()) + " into cgroup " + dir +
                          " (write " + path + "): " + std::strerror(err)};
     }
+}
+
+// Sockets belong to the network namespace their creating thread is in, so entering one
+// before the first socket puts this side of the test on another "host" (tests use namespaces
+// they created, linked by veth).
+void join_netns(const std::string& path) {
+    if (path.empty()) return;
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw SetupError{"cannot open " + path + ": " + std::strerror(errno)};
+    const int rc = setns(fd, CLONE_NEWNET);
+    const int err = errno;
+    close(fd);
+    if (rc != 0) throw SetupError{"cannot enter network namespace " + path + ": " + std::strerror(err)};
 }
 
 // The process's cgroup v2 path ("0::/path" in /proc/self/cgroup), reported so that tests can
@@ -124,6 +138,7 @@ int cmd_serve(Config& cfg) {
     int lfd = -1;
     try {
         move_to_cgroup(cfg.cgroup);
+        join_netns(cfg.netns);
         local = resolve_or_throw(cfg.addr, cfg.port);
         std::string err;
         lfd = make_listener(local, err);
@@ -148,6 +163,7 @@ int cmd_connect(Config& cfg) {
     SockAddr dst;
     try {
         move_to_cgroup(cfg.cgroup);
+        join_netns(cfg.netns);
         dst = resolve_or_throw(cfg.addr, cfg.port);
     } catch (const SetupError& e) {
         std::cerr << "sockaccel-streamcheck connect: " << e.message << "\n";
@@ -181,7 +197,8 @@ std::string default_listen_addr(const std::string& addr) {
     int lfd = -1;
     try {
         move_to_cgroup(cfg.server_cgroup);
-        const SockAddr local = resolve_or_throw(cfg.listen_addr, 0);
+        join_netns(cfg.server_netns);
+        const SockAddr local = resolve_or_throw(cfg.listen_addr, cfg.port);
         std::string err;
         lfd = make_listener(local, err);
         if (lfd < 0) throw SetupError{err};
@@ -284,6 +301,7 @@ int cmd_pair(Config& cfg) {
 
     try {
         move_to_cgroup(cfg.client_cgroup);
+        join_netns(cfg.client_netns);
     } catch (const SetupError& e) {
         std::cerr << "sockaccel-streamcheck pair: " << e.message << "\n";
         reap_child(true);
@@ -467,15 +485,20 @@ int parse_and_run(int argc, char** argv) {
         ->capture_default_str();
     serve->add_option("--cgroup", cfg.cgroup,
                       "Move this process into cgroup v2 DIR before creating sockets");
+    serve->add_option("--netns", cfg.netns, "Enter this network namespace (PATH) first");
 
     add_common_options(connect, cfg, st, true);
     connect->add_option("--port", cfg.port, "Server port")->required();
     connect->add_option("--cgroup", cfg.cgroup,
                         "Move this process into cgroup v2 DIR before creating sockets");
+    connect->add_option("--netns", cfg.netns, "Enter this network namespace (PATH) first");
 
     add_common_options(pair, cfg, st, true);
     pair->add_option("--server-cgroup", cfg.server_cgroup, "cgroup v2 DIR for the server process");
     pair->add_option("--client-cgroup", cfg.client_cgroup, "cgroup v2 DIR for the client process");
+    pair->add_option("--server-netns", cfg.server_netns, "Network namespace PATH for the server");
+    pair->add_option("--client-netns", cfg.client_netns, "Network namespace PATH for the client");
+    pair->add_option("--port", cfg.port, "Server port (0 = ephemeral)")->capture_default_str();
     pair->add_option("--listen-addr", cfg.listen_addr,
                      "Server bind address (default: --addr, or :: for a v4-mapped --addr)");
 

@@ -74,6 +74,11 @@ struct Config {
     std::string cgroup;
     std::string server_cgroup;
     std::string client_cgroup;
+    // Network namespaces (a /run/netns/NAME or /proc/PID/ns/net path) to
+    // enter before creating sockets; empty = stay.
+    std::string netns;
+    std::string server_netns;
+    std::string client_netns;
 };
 
 const char* io_mode_name(IoMode io);

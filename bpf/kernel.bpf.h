@@ -36,9 +36,31 @@ struct sk_buff_head {
 	__u32 qlen;
 } __attribute__((preserve_access_index));
 
+/* The cgroup policy walks from a socket's cgroup to the root
+ * (include/linux/cgroup-defs.h, fs/kernfs). kn->id is the cgroup id, the
+ * inode number of the cgroup's directory. sock_cgroup_data holds a plain
+ * cgroup pointer since 5.16, so 6.1 and later read it the same way. */
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup_subsys_state {
+	struct cgroup_subsys_state *parent;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct cgroup_subsys_state self; /* first member: a css is its cgroup */
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct sock_cgroup_data {
+	struct cgroup *cgroup;
+} __attribute__((preserve_access_index));
+
 struct sock {
 	struct sk_buff_head sk_receive_queue; /* bytes that came through TCP */
 	void *sk_user_data;
+	struct sock_cgroup_data sk_cgrp_data; /* cgroup of the creating process */
 } __attribute__((preserve_access_index));
 
 /* include/linux/tcp.h: what back-pressure compares. write_seq is the end of

@@ -96,6 +96,30 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Operator policy (struct sockaccel_config.policy and the comment above
+ * enum sockaccel_policy_flag in abi.h). Written only by the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * SOCKACCEL_POLICY_PORT_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} policy_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SOCKACCEL_POLICY_MAX_CIDRS);
+	__type(key, struct sockaccel_cidr_key);
+	__type(value, __u32);
+} policy_cidrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SOCKACCEL_POLICY_MAX_CGROUPS);
+	__type(key, __u64);
+	__type(value, __u32);
+} policy_cgroups SEC(".maps");
+
 static __always_inline void count(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
@@ -111,13 +135,6 @@ static __always_inline struct sockaccel_config *config_get(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&config, &zero);
-}
-
-static __always_inline __u32 config_flags(void)
-{
-	struct sockaccel_config *cfg = config_get();
-
-	return cfg ? cfg->flags : 0;
 }
 
 static __always_inline struct sk_psock *sk_psock_of(struct sock *sk)
@@ -197,6 +214,118 @@ static __always_inline int key_of_skops(struct bpf_sock_ops *skops, struct socka
 }
 
 /*
+ * Leaving the sockhash safely, from the socket's own events. Deleting a
+ * socket frees the redirected data queued in it (fact 1), so: announce
+ * CLOSING on our gate word (every sender that has not yet decided takes TCP
+ * from now on), and delete only if no sender had decided a redirect into us
+ * before that (PEER_REDIRECTED unset), hence none is queued or in flight.
+ * One atomic fetch-or on the word that senders fetch-or too, so exactly one
+ * side sees the other's bit. Returns 1 if the socket left, 0 if it stays.
+ */
+static __always_inline int gate_leave(struct sockaccel_key *key, __u32 kept_counter)
+{
+	__u64 *gate = bpf_map_lookup_elem(&redir_gate, key);
+
+	if (!gate)
+		return 0; /* cannot prove anything: stay */
+	if (__sync_fetch_and_or(gate, SOCKACCEL_GATE_CLOSING) & SOCKACCEL_GATE_PEER_REDIRECTED) {
+		if (kept_counter < SOCKACCEL_CNT__MAX)
+			count(kept_counter, 1);
+		return 0;
+	}
+	return bpf_map_delete_elem(&sock_hash, key) == 0;
+}
+
+static __always_inline int port_in(__u32 set, __u32 port)
+{
+	__u32 idx = SOCKACCEL_POLICY_PORT_WORD(set, port & 0xffff);
+	__u64 *word = bpf_map_lookup_elem(&policy_ports, &idx);
+
+	return word && (*word & (1ULL << (port & 63)));
+}
+
+/* The verdict of the longest CIDR prefix holding `ip` (16 bytes, IPv4
+ * mapped), or 0. */
+static __always_inline __u32 cidr_verdict(const __u32 ip[4], __u16 family)
+{
+	struct sockaccel_cidr_key k = { .prefixlen = 128 };
+	__u32 *v;
+
+	if (family == SOCKACCEL_AF_INET) {
+		/* ::ffff:a.b.c.d */
+		__builtin_memset(k.addr, 0, 10);
+		k.addr[10] = 0xff;
+		k.addr[11] = 0xff;
+		__builtin_memcpy(&k.addr[12], &ip[0], 4);
+	} else {
+		__builtin_memcpy(k.addr, ip, 16);
+	}
+	v = bpf_map_lookup_elem(&policy_cidrs, &k);
+	return v ? *v : 0;
+}
+
+/* The verdict of the nearest cgroup, from the socket's own up, that has an
+ * entry; 0 if none. */
+static __always_inline __u32 cgroup_verdict(struct sock *sk)
+{
+	struct cgroup_subsys_state *css;
+	struct cgroup *cg;
+	__u32 *v;
+	__u64 id;
+	int i;
+
+	cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	for (i = 0; i < SOCKACCEL_POLICY_CGROUP_DEPTH && cg; i++) {
+		id = BPF_CORE_READ(cg, kn, id);
+		v = bpf_map_lookup_elem(&policy_cgroups, &id);
+		if (v)
+			return *v;
+		css = BPF_CORE_READ(cg, self.parent);
+		cg = css ? (struct cgroup *)((void *)css - bpf_core_field_offset(struct cgroup, self))
+			 : NULL;
+	}
+	return 0;
+}
+
+/* May this socket be in the sockhash? See enum sockaccel_policy_flag. `sk`
+ * is only read for its cgroup, and only if a cgroup rule exists. */
+static __always_inline int policy_allows(struct sock *sk, const struct sockaccel_key *key,
+					 __u32 policy)
+{
+	__u32 lv, rv, cv;
+
+	if (!policy)
+		return 1;
+	if ((policy & SOCKACCEL_POLICY_EXCLUDE_PORTS) &&
+	    (port_in(SOCKACCEL_POLICY_PORTS_EXCLUDE, key->local_port) ||
+	     port_in(SOCKACCEL_POLICY_PORTS_EXCLUDE, key->remote_port)))
+		return 0;
+	if ((policy & SOCKACCEL_POLICY_INCLUDE_PORTS) &&
+	    !port_in(SOCKACCEL_POLICY_PORTS_INCLUDE, key->local_port) &&
+	    !port_in(SOCKACCEL_POLICY_PORTS_INCLUDE, key->remote_port))
+		return 0;
+	if (policy & (SOCKACCEL_POLICY_INCLUDE_CIDRS | SOCKACCEL_POLICY_EXCLUDE_CIDRS)) {
+		lv = cidr_verdict(key->local_ip, key->family);
+		rv = cidr_verdict(key->remote_ip, key->family);
+		if (lv == SOCKACCEL_POLICY_MATCH_EXCLUDE || rv == SOCKACCEL_POLICY_MATCH_EXCLUDE)
+			return 0;
+		if ((policy & SOCKACCEL_POLICY_INCLUDE_CIDRS) &&
+		    lv != SOCKACCEL_POLICY_MATCH_INCLUDE && rv != SOCKACCEL_POLICY_MATCH_INCLUDE)
+			return 0;
+	}
+	if (policy & SOCKACCEL_POLICY_CGROUPS) {
+		if (!sk)
+			return 0;
+		cv = cgroup_verdict(sk);
+		if (cv == SOCKACCEL_POLICY_MATCH_EXCLUDE)
+			return 0;
+		if ((policy & SOCKACCEL_POLICY_INCLUDE_CGROUPS) && cv != SOCKACCEL_POLICY_MATCH_INCLUDE)
+			return 0;
+	}
+	return 1;
+}
+
+/*
  * The half-close mitigation (kernel issue eagain_blocking_read). A socket in
  * a sockhash reads through tcp_bpf_recvmsg(), which turns the wakeup of the
  * delayed ACK of our own FIN into EAGAIN for a blocking read: "shutdown, then
@@ -210,7 +339,6 @@ static __always_inline int key_of_skops(struct bpf_sock_ops *skops, struct socka
 static __always_inline int state_change(struct bpf_sock_ops *skops)
 {
 	struct sockaccel_key key;
-	__u64 *gate;
 
 	if (key_of_skops(skops, &key) < 0)
 		return 1;
@@ -220,37 +348,70 @@ static __always_inline int state_change(struct bpf_sock_ops *skops)
 	}
 	if (skops->args[1] != BPF_TCP_FIN_WAIT1)
 		return 1;
-	gate = bpf_map_lookup_elem(&redir_gate, &key);
-	if (!gate)
-		return 1; /* cannot prove anything: stay */
-	if (__sync_fetch_and_or(gate, SOCKACCEL_GATE_CLOSING) & SOCKACCEL_GATE_PEER_REDIRECTED) {
-		count(SOCKACCEL_CNT_FIN_KEPT, 1);
-		return 1;
-	}
-	if (bpf_map_delete_elem(&sock_hash, &key) == 0)
+	if (gate_leave(&key, SOCKACCEL_CNT_FIN_KEPT))
 		count(SOCKACCEL_CNT_FIN_REMOVED, 1);
+	return 1;
+}
+
+/*
+ * Local-peer detection, active side (SOCKACCEL_GATE_LOCAL_PEER). Called for
+ * the first segment an actively established socket receives. A local peer
+ * claims us while it processes the handshake's last ACK, before it can send
+ * anything, so by now a local peer has claimed us; if none has, the peer is
+ * remote (or not accelerated) and we leave. A socket that sends first
+ * already took TCP for good in the sk_msg verdict; it leaves here, at the
+ * ACK of that send.
+ */
+static __always_inline int first_segment(struct bpf_sock_ops *skops)
+{
+	struct sockaccel_sk_state *st;
+	struct sockaccel_key key;
+	__u64 *gate;
+
+	/* Once is enough: every further segment would cost a callback. */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+						 ~BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
+	if (key_of_skops(skops, &key) < 0)
+		return 1;
+	gate = bpf_map_lookup_elem(&redir_gate, &key);
+	if (gate && (*gate & SOCKACCEL_GATE_LOCAL_PEER))
+		return 1;
+	/* Should we stay after all (a peer redirected into us), we must still
+	 * never redirect: no claimed peer. */
+	if (skops->sk) {
+		st = bpf_sk_storage_get(&sk_state, skops->sk, 0, 0);
+		if (st)
+			__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_TCP_PATH);
+	}
+	if (gate_leave(&key, SOCKACCEL_CNT__MAX))
+		count(SOCKACCEL_CNT_UNCLAIMED_REMOVED, 1);
 	return 1;
 }
 
 SEC("sockops")
 int sockaccel_sockops(struct bpf_sock_ops *skops)
 {
-	struct sockaccel_key key;
+	struct sockaccel_key key, peer;
+	struct sockaccel_config *cfg;
 	struct sockaccel_sk_state *st;
+	__u64 gate_init = 0, *peer_gate = NULL;
 	struct bpf_sock *sk;
-	__u64 zero = 0;
+	__u32 cb_flags;
 	long err;
 
 	if (skops->family != SOCKACCEL_AF_INET && skops->family != SOCKACCEL_AF_INET6)
 		return 1;
 	if (skops->op == BPF_SOCK_OPS_STATE_CB)
 		return state_change(skops);
+	if (skops->op == BPF_SOCK_OPS_PARSE_HDR_OPT_CB)
+		return first_segment(skops);
 	/* Inserting is only allowed from the ESTABLISHED callbacks (fact 6). */
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
 		return 1;
 
-	if (!(config_flags() & SOCKACCEL_CFG_INSERT)) {
+	cfg = config_get();
+	if (!cfg || !(cfg->flags & SOCKACCEL_CFG_INSERT)) {
 		count(SOCKACCEL_CNT_ADD_SKIPPED_DISABLED, 1);
 		return 1;
 	}
@@ -264,6 +425,28 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 
 	if (key_of_skops(skops, &key) < 0)
 		return 1;
+	if (cfg->policy && !policy_allows(skops->sk ? (struct sock *)bpf_skc_to_tcp_sock(skops->sk) : NULL,
+					  &key, cfg->policy)) {
+		count(SOCKACCEL_CNT_POLICY_SKIPPED, 1);
+		return 1;
+	}
+
+	/* Local-peer detection, passive side: our peer must be a socket we
+	 * inserted (its gate word exists), hence on this host and accelerated.
+	 * Claim it, unless it is already leaving. A remote peer, or a local one
+	 * outside the attached cgroup or the policy, leaves us out of the map
+	 * altogether. */
+	if (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
+		sockaccel_key_peer(&peer, &key);
+		peer_gate = bpf_map_lookup_elem(&redir_gate, &peer);
+		if (!peer_gate ||
+		    (__sync_fetch_and_or(peer_gate, SOCKACCEL_GATE_LOCAL_PEER) &
+		     SOCKACCEL_GATE_CLOSING)) {
+			count(SOCKACCEL_CNT_PEER_NOT_LOCAL, 1);
+			return 1;
+		}
+		gate_init = SOCKACCEL_GATE_LOCAL_PEER;
+	}
 
 	/* The ordering-rule mark must exist before the socket can send through
 	 * sk_msg: without it the socket would have nowhere to record a TCP send.
@@ -278,10 +461,12 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 		count(SOCKACCEL_CNT_ADD_FAILED_OTHER, 1);
 		return 1;
 	}
+	if (gate_init & SOCKACCEL_GATE_LOCAL_PEER)
+		__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_LOCAL_PEER);
 
 	/* The gate word must exist before the socket can be a redirect target:
 	 * a sender without one takes TCP. */
-	if (bpf_map_update_elem(&redir_gate, &key, &zero, BPF_ANY)) {
+	if (bpf_map_update_elem(&redir_gate, &key, &gate_init, BPF_ANY)) {
 		count(SOCKACCEL_CNT_ADD_FAILED_OTHER, 1);
 		return 1;
 	}
@@ -289,11 +474,23 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 	err = bpf_sock_hash_update(skops, &sock_hash, &key, BPF_NOEXIST);
 	if (err == 0) {
 		count(SOCKACCEL_CNT_SOCKETS_ADDED, 1);
-		/* State callbacks: FIN (the half-close gate) and CLOSE. */
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-							 BPF_SOCK_OPS_STATE_CB_FLAG);
+		/* State callbacks: FIN (the half-close gate) and CLOSE. An
+		 * active socket also wants its first received segment, to
+		 * check that a local peer claimed it. */
+		cb_flags = skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG;
+		if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+			cb_flags |= BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG;
+		bpf_sock_ops_cb_flags_set(skops, cb_flags);
+		return 1;
 	}
-	else if (err == -E2BIG_ || err == -ENOMEM_)
+	/* Not inserted: a gate word claiming a peer would let that peer
+	 * believe we are here, and a claimed peer would stay in the map with
+	 * nobody to redirect to. Unclaim it, so it leaves at its first segment
+	 * (if it has not looked yet; otherwise at its FIN). */
+	bpf_map_delete_elem(&redir_gate, &key);
+	if (peer_gate)
+		__sync_fetch_and_and(peer_gate, ~(__u64)SOCKACCEL_GATE_LOCAL_PEER);
+	if (err == -E2BIG_ || err == -ENOMEM_)
 		count(SOCKACCEL_CNT_ADD_FAILED_FULL, 1);
 	else
 		count(SOCKACCEL_CNT_ADD_FAILED_OTHER, 1);
@@ -359,9 +556,20 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int bac
 	__builtin_memset(&peer, 0, sizeof(peer));
 	sockaccel_key_peer(&peer, &key);
 
+	/* Local-peer detection, active side: no local peer has claimed us, so
+	 * none will. Take TCP for good; the socket leaves the sockhash at its
+	 * first received segment, the ACK of this send at the latest
+	 * (first_segment(): sk_msg programs may not delete from a sockhash). */
+	if (!(st->flags & SOCKACCEL_SK_LOCAL_PEER)) {
+		gate = bpf_map_lookup_elem(&redir_gate, &key);
+		if (!gate || !(*gate & SOCKACCEL_GATE_LOCAL_PEER))
+			goto mark_tcp_path;
+		__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_LOCAL_PEER);
+	}
+
 	/* Announce the redirect on the peer's gate before deciding it; a peer
 	 * that has started closing may leave the map, so take TCP (see
-	 * state_change()). */
+	 * gate_leave()). */
 	gate = bpf_map_lookup_elem(&redir_gate, &peer);
 	if (!gate)
 		goto miss;
@@ -423,6 +631,8 @@ int sockaccel_redirect_basic(struct sk_msg_md *msg)
  * passes until the sockets it claimed are gone, see daemon/src/drain.cpp):
  *
  *  CLAIM: mark each socket DRAINING: it never redirects again. Then SCAN.
+ *  CLAIM_POLICY: the same for the sockets the current policy no longer
+ *    allows (policy-set --apply-existing).
  *  SCAN: a socket claimed in an earlier pass with no send in progress is
  *    QUIESCED: nothing it redirected is still in flight. Report each socket
  *    with its unread redirected bytes (psock->ingress_msg).
@@ -444,8 +654,10 @@ int sockaccel_drain(struct bpf_iter__sockmap *ctx)
 	struct sk_psock *psock;
 	struct sock *sk = ctx->sk;
 	void *key = ctx->key;
+	struct sockaccel_config *cfg;
 	struct list_head *head;
 	__u32 zero = 0, old;
+	int claim;
 
 	if (!sk || !key)
 		return 0;
@@ -475,10 +687,16 @@ int sockaccel_drain(struct bpf_iter__sockmap *ctx)
 		goto out;
 	}
 
-	if (dc->mode == SOCKACCEL_DRAIN_CLAIM || dc->mode == SOCKACCEL_DRAIN_SCAN) {
+	if (dc->mode == SOCKACCEL_DRAIN_CLAIM || dc->mode == SOCKACCEL_DRAIN_SCAN ||
+	    dc->mode == SOCKACCEL_DRAIN_CLAIM_POLICY) {
 		/* Atomic: the full barrier orders the mark before anything this
 		 * socket's next sendmsg reads. */
-		if (dc->mode == SOCKACCEL_DRAIN_CLAIM)
+		claim = dc->mode == SOCKACCEL_DRAIN_CLAIM;
+		if (dc->mode == SOCKACCEL_DRAIN_CLAIM_POLICY) {
+			cfg = config_get();
+			claim = cfg && !policy_allows(sk, &rec.key, cfg->policy);
+		}
+		if (claim)
 			old = __sync_fetch_and_or(&st->flags, SOCKACCEL_SK_DRAINING);
 		else
 			old = st->flags;

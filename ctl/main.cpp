@@ -10,11 +10,15 @@
 #include <cmath>
 #include <cstdint>
 #include <exception>
+#include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <string>
 
+#include "sockaccel/proto/policy.h"
 #include "sockaccel/proto/protocol.h"
 #include "src/commands.h"
 #include "src/render.h"
@@ -110,7 +114,42 @@ int run(int argc, char** argv) {
     auto* attach = app.add_subcommand("attach", summary(proto::cmd::kAttach));
     auto* detach = app.add_subcommand("detach", summary(proto::cmd::kDetach));
     auto* reload = app.add_subcommand("reload", summary(proto::cmd::kReload));
-    // policy show|set are part of the protocol but not implemented here yet.
+
+    auto* policy = app.add_subcommand("policy", "Show or change which connections are accelerated");
+    auto* policy_show = policy->add_subcommand("show", summary(proto::cmd::kPolicyShow));
+    auto* policy_set = policy->add_subcommand(
+        "set",
+        "Replace the policy for new connections, until the next reload or restart (rules "
+        "from the flags, or a JSON policy object from --file)");
+    std::map<std::string, std::vector<std::string>> rule_args;
+    for (const char* side : {"include", "exclude"}) {
+        for (const auto& [kind, what] : {std::pair{"port", "PORT[-PORT]"},
+                                         std::pair{"cidr", "ADDR/LEN"},
+                                         std::pair{"cgroup", "PATH"}}) {
+            const std::string flag = std::string("--") + side + "-" + kind;
+            policy_set
+                ->add_option(flag, rule_args[flag],
+                             std::string(side == std::string("include") ? "Accelerate only"
+                                                                        : "Never accelerate") +
+                                 " connections with this " + kind + " (repeatable)")
+                ->type_name(what);
+        }
+    }
+    std::string policy_file;
+    bool apply_existing = false, clear_policy = false;
+    CLI::Option* policy_file_opt =
+        policy_set->add_option("--file", policy_file, "A JSON policy object (- for stdin)")
+            ->type_name("FILE");
+    CLI::Option* clear_opt =
+        policy_set->add_flag("--clear", clear_policy, "No rules: accelerate every local connection");
+    policy_set->add_flag("--apply-existing", apply_existing,
+                         "Also move existing connections the new policy excludes to TCP, "
+                         "losing nothing (like flush-map, for those only)");
+    CLI::Option* policy_wait_opt =
+        policy_set->add_option("--wait", wait_sec, "With --apply-existing: wait up to SECONDS for "
+                                                   "them to drain")
+            ->check(CLI::Range(0.0, proto::kMaxFlushWaitMs / 1000.0))
+            ->type_name("SECONDS");
 
     try {
         app.parse(argc, argv);
@@ -175,6 +214,62 @@ int run(int argc, char** argv) {
     }
     if (*reload) {
         return ctl::run_command(options, proto::cmd::kReload, json::object(), ctl::render_reload);
+    }
+    if (*policy_show) {
+        return ctl::run_command(options, proto::cmd::kPolicyShow, json::object(),
+                                ctl::render_policy);
+    }
+    if (*policy_set) {
+        auto usage = [](const std::string& msg) {
+            std::cerr << "sockaccelctl: policy set: " << msg << "\n";
+            return ctl::kExitUsage;
+        };
+        std::size_t given_rules = 0;
+        for (const auto& [flag, values] : rule_args) given_rules += values.size();
+        const int sources = (given_rules > 0) + (policy_file_opt->count() > 0) + (clear_opt->count() > 0);
+        if (sources != 1)
+            return usage("give rules (--include-*/--exclude-*), or --file, or --clear (one of them)");
+        json doc = json::object();
+        if (policy_file_opt->count() > 0) {
+            std::ostringstream text;
+            if (policy_file == "-") {
+                text << std::cin.rdbuf();
+            } else {
+                std::ifstream in(policy_file);
+                if (!in) return usage("cannot read " + policy_file);
+                text << in.rdbuf();
+            }
+            doc = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+            if (doc.is_discarded()) return usage(policy_file + ": not valid JSON");
+            // The whole config file is accepted too: its "policy" member.
+            if (doc.is_object() && doc.contains("policy")) doc = doc["policy"];
+        } else {
+            for (const auto& [flag, values] : rule_args) {
+                if (values.empty()) continue;
+                const auto dash = flag.find('-', 2);
+                const std::string side = flag.substr(2, dash - 2);
+                const std::string kind = flag.substr(dash + 1) + "s";
+                for (const auto& v : values) doc[side][kind].push_back(v);
+            }
+        }
+        // Checked here with the daemon's own rules (proto/), so a typo is a
+        // usage error and never reaches the daemon.
+        auto parsed = proto::parse_policy(doc, "policy");
+        if (!parsed) return usage(parsed.error());
+        json args{{"policy", proto::policy_to_json(*parsed)}};
+        if (apply_existing) args["apply_existing"] = true;
+        if (policy_wait_opt->count() > 0) args["wait_ms"] = to_ms(wait_sec).count();
+        if (apply_existing && timeout_opt->count() == 0) {
+            double sec = kFlushMapTimeoutSec;
+            if (policy_wait_opt->count() > 0) sec = std::max(sec, wait_sec + kFlushWaitSlackSec);
+            options.timeout = to_ms(sec);
+        }
+        return ctl::run_command(options, proto::cmd::kPolicySet, std::move(args),
+                                ctl::render_policy_set);
+    }
+    if (*policy) {
+        std::cerr << "sockaccelctl: policy: show or set?\nRun with --help for more information.\n";
+        return ctl::kExitUsage;
     }
     // Not require_subcommand(1): with it CLI11 reports a mistyped command
     // as "A subcommand is required" instead of naming the unexpected word.

@@ -16,7 +16,7 @@ _sockaccelctl() {
         cword=$COMP_CWORD
     fi
 
-    local commands="status stats connections version ping attach detach reload flush-map"
+    local commands="status stats connections version ping attach detach reload flush-map policy"
     local global_opts="--socket --json --timeout --version --help"
 
     # Options that take a value: complete the value, not another option.
@@ -27,7 +27,21 @@ _sockaccelctl() {
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             return
             ;;
-        --timeout | --wait | --port | --limit)
+        --timeout | --wait | --port | --limit | --include-port | --exclude-port | \
+            --include-cidr | --exclude-cidr)
+            return
+            ;;
+        --file)
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            return
+            ;;
+        --include-cgroup | --exclude-cgroup)
+            # Cgroup paths as the policy names them: below the cgroup v2 root.
+            local root
+            root=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts 2>/dev/null)
+            [[ -n "$root" ]] || return
+            mapfile -t COMPREPLY < <(cd "$root" 2>/dev/null && compgen -d -- "${cur#/}" | sed 's|^|/|')
             return
             ;;
     esac
@@ -60,6 +74,19 @@ _sockaccelctl() {
         stats) cmd_opts="--watch" ;;
         connections) cmd_opts="--port --limit" ;;
         flush-map) cmd_opts="--force --wait" ;;
+        policy)
+            # policy show | policy set [rules]
+            local sub="" j
+            for ((j = i + 1; j < cword; j++)); do
+                [[ "${words[j]}" == -* ]] || { sub="${words[j]}"; break; }
+            done
+            if [[ -z "$sub" ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "show set" -- "$cur")
+                return
+            fi
+            [[ "$sub" == set ]] && cmd_opts="--include-port --exclude-port --include-cidr \
+--exclude-cidr --include-cgroup --exclude-cgroup --file --clear --apply-existing --wait"
+            ;;
     esac
     mapfile -t COMPREPLY < <(compgen -W "$cmd_opts --json --socket --timeout --help" -- "$cur")
 }

@@ -524,6 +524,37 @@ std::string render_reload(const json& result) {
     return out;
 }
 
+std::string render_policy(const json& result) {
+    std::string out = "Policy from " + get_string(result, "source").value_or("?") + "\n";
+    const json& policy = get_object(result, "policy");
+    std::vector<std::pair<std::string, std::string>> fields;
+    for (const char* side : {"include", "exclude"}) {
+        const json& rules = get_object(policy, side);
+        for (const char* kind : {"ports", "cidrs", "cgroups"}) {
+            std::vector<std::string> items = string_items(rules, kind);
+            if (!items.empty()) fields.emplace_back(std::string(side) + " " + kind, join(items, ", "));
+        }
+    }
+    if (fields.empty()) return out + "  none: every local connection may be accelerated\n";
+    return out + render_fields(fields);
+}
+
+std::string render_policy_set(const json& result) {
+    std::string out = get_bool(result, "changed") == std::optional<bool>(false)
+                          ? "policy unchanged (new connections)\n"
+                          : "policy set for new connections (until the next reload or restart)\n";
+    if (result.contains("apply_existing") && result["apply_existing"].is_object()) {
+        const json& a = result["apply_existing"];
+        out += "existing connections now outside the policy: " +
+               std::to_string(a.value("flushed", 0ULL)) + " moved to TCP";
+        if (a.value("pending", 0ULL) > 0)
+            out += ", " + std::to_string(a.value("pending", 0ULL)) +
+                   " pending (unread data; finishing in the background)";
+        out += "\n";
+    }
+    return out;
+}
+
 std::string render_error(std::string_view code, std::string_view message) {
     return std::string(message) + " (" + std::string(code) + ")";
 }

@@ -76,6 +76,12 @@ std::string render_attach(const nlohmann::json& result, bool attach);
 // reload: {"reloaded":true,"applied":[...],"restart_required":[...]}.
 std::string render_reload(const nlohmann::json& result);
 
+// policy-show: {"policy":{...},"source":"config"|"runtime",...}; one line
+// per kind that has rules.
+std::string render_policy(const nlohmann::json& result);
+// policy-set: {"policy":{...},"changed":bool,"apply_existing":{...}?}.
+std::string render_policy_set(const nlohmann::json& result);
+
 // "<message> (<code>)" for an error response, as printed after
 // "sockaccelctl: ".
 std::string render_error(std::string_view code, std::string_view message);

@@ -81,6 +81,10 @@ awaitable<proto::Response> Daemon::handle(const proto::Request& request, const P
         reply = cmd_attach(cmd == "attach");
     } else if (cmd == "reload") {
         reply = cmd_reload();
+    } else if (cmd == proto::cmd::kPolicyShow) {
+        reply = cmd_policy_show();
+    } else if (cmd == proto::cmd::kPolicySet) {
+        reply = co_await cmd_policy_set(args);
     } else {
         reply = tl::unexpected(proto::Error{std::string(proto::errc::kUnknownCommand),
                                             "command \"" + cmd + "\" is not available in this "
@@ -156,6 +160,7 @@ Daemon::Reply Daemon::cmd_status() {
         {"features", status_features(f)},
         {"kernel_issues", json::array({eagain_issue_json(kernel_selftest_ ? kernel_selftest_->detected : std::nullopt)})},
         {"config", config_to_json(config_)},
+        {"policy", *cmd_policy_show()},
     };
 }
 
@@ -253,7 +258,7 @@ awaitable<Daemon::Reply> Daemon::cmd_flush(const json& args) {
     const auto t0 = Clock::now();
     DrainReport r;
     try {
-        r = co_await drain(/*claim=*/true, force, parsed->wait);
+        r = co_await drain(Claim::all, force, parsed->wait);
     } catch (const std::exception& e) {
         co_return tl::unexpected(proto::Error{std::string(proto::errc::kKernelError), e.what()});
     }
@@ -285,6 +290,68 @@ Daemon::Reply Daemon::cmd_attach(bool attach) {
     return json{{"attached", dataplane_->sockops_attached()}, {"changed", was != attach}};
 }
 
+tl::expected<EncodedPolicy, std::string> Daemon::encode_for_kernel(const Policy& policy) const {
+    auto ids = resolve_cgroups(policy, cgroup_root_);
+    if (!ids) return tl::unexpected(ids.error());
+    return encode_policy(policy, *ids);
+}
+
+Result<void> Daemon::apply_policy(const EncodedPolicy& next) {
+    auto r = dataplane_->set_policy(next);
+    if (r) return r;
+    // Put the running policy back, so the kernel is not left with a mix.
+    if (auto old = encode_for_kernel(config_.policy); old)
+        if (auto back = dataplane_->set_policy(*old); !back)
+            spdlog::error("policy: restoring the previous policy failed too: {}",
+                          back.error().message());
+    return r;
+}
+
+Daemon::Reply Daemon::cmd_policy_show() const {
+    return json{{"policy", policy_to_json(config_.policy)},
+                {"source", policy_source_},
+                {"accelerates", config_.policy.empty() ? "all local connections"
+                                                       : "local connections the policy allows"}};
+}
+
+awaitable<Daemon::Reply> Daemon::cmd_policy_set(const json& args) {
+    auto parsed = validate_policy_set_args(args);
+    if (!parsed) co_return tl::unexpected(parsed.error());
+    if (parsed->apply_existing && !dataplane_->features().drain_iterator)
+        co_return tl::unexpected(proto::Error{
+            std::string(proto::errc::kKernelError),
+            "this kernel refused the sockhash iterator that --apply-existing needs to move "
+            "connections to TCP without losing data; nothing was changed"});
+    auto encoded = encode_for_kernel(parsed->policy);
+    if (!encoded)
+        co_return tl::unexpected(invalid("policy-set: " + encoded.error() +
+                                         "; the policy in force is unchanged"));
+    const bool changed = parsed->policy != config_.policy;
+    if (auto r = apply_policy(*encoded); !r) co_return tl::unexpected(kernel_error(r.error()));
+    config_.policy = std::move(parsed->policy);
+    policy_source_ = "runtime";
+    spdlog::info("policy-set: {} (until the next reload or restart)",
+                 policy_to_json(config_.policy).dump());
+    json result{{"policy", policy_to_json(config_.policy)}, {"changed", changed}};
+    if (parsed->apply_existing) {
+        DrainReport r;
+        try {
+            r = co_await drain(Claim::outside_policy, /*force=*/false, parsed->wait);
+        } catch (const std::exception& e) {
+            co_return tl::unexpected(
+                proto::Error{std::string(proto::errc::kKernelError), e.what()});
+        }
+        spdlog::info("policy-set --apply-existing: moved {} socket(s) to TCP, {} pending",
+                     r.flushed, r.pending);
+        result["apply_existing"] = {{"flushed", r.flushed},
+                                    {"pending", r.pending},
+                                    {"pending_bytes", r.pending_bytes},
+                                    {"pending_bytes_exact", r.pending_bytes_exact},
+                                    {"background", r.pending > 0}};
+    }
+    co_return result;
+}
+
 Daemon::Reply Daemon::cmd_reload() {
     Config next;
     try {
@@ -308,19 +375,36 @@ Daemon::Reply Daemon::cmd_reload() {
     check(next.redirect.max_unread_bytes != config_.redirect.max_unread_bytes,
           "redirect.max_unread_bytes", true);
     check(next.cgroup != config_.cgroup, "cgroup", false);
+    // The file's policy replaces one set at run time (policy-set), even if
+    // the file did not change: the file is what a reload re-reads.
+    const bool policy_changed = next.policy != config_.policy;
+    check(policy_changed, "policy", true);
+    std::optional<EncodedPolicy> policy;
+    if (policy_changed) {
+        auto encoded = encode_for_kernel(next.policy);
+        if (!encoded)
+            return tl::unexpected(invalid(config_path_ + ": policy: " + encoded.error() +
+                                          "; the running configuration is unchanged"));
+        policy = std::move(*encoded);
+    }
     check(next.pin_dir != config_.pin_dir, "pin_dir", false);
     check(next.map_size != config_.map_size, "map_size", false);
     check(next.control.socket != config_.control.socket, "control.socket", false);
     check(next.control.group != config_.control.group, "control.group", false);
 
-    // The one setting that lives in the kernel goes first: if writing it
-    // fails, nothing has changed. Compared with what the kernel has, not
-    // with the old config, so "auto" follows a changed tcp_rmem too.
+    // The settings that live in the kernel go first: if writing them fails,
+    // nothing has changed (apply_policy() restores the old policy itself).
+    // The limit is compared with what the kernel has, not with the old
+    // config, so "auto" follows a changed tcp_rmem too.
     auto in_kernel = dataplane_->max_unread_bytes();
     if (!in_kernel) return tl::unexpected(kernel_error(in_kernel.error()));
+    if (policy)
+        if (auto r = apply_policy(*policy); !r) return tl::unexpected(kernel_error(r.error()));
     if (limit != *in_kernel) {
-        if (auto r = dataplane_->set_max_unread_bytes(limit); !r)
+        if (auto r = dataplane_->set_max_unread_bytes(limit); !r) {
+            if (auto old = encode_for_kernel(config_.policy); policy && old) apply_policy(*old);
             return tl::unexpected(kernel_error(r.error()));
+        }
         // "auto" both times, but tcp_rmem changed: applied all the same.
         if (next.redirect.max_unread_bytes == config_.redirect.max_unread_bytes)
             applied.push_back("redirect.max_unread_bytes");
@@ -333,6 +417,8 @@ Daemon::Reply Daemon::cmd_reload() {
     config_.control.idle_timeout_sec = next.control.idle_timeout_sec;
     config_.drain = next.drain;
     config_.redirect = next.redirect;
+    config_.policy = std::move(next.policy);
+    policy_source_ = "config";
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
     control_->update(config_.control);
     spdlog::info("reloaded {}{}", config_path_,

@@ -113,8 +113,8 @@ tl::expected<Config, std::string> parse_config(std::string_view text, std::strin
     Config cfg;
     Parser p(source);
     p.check_keys(doc, "",
-                 std::array<std::string_view, 7>{"cgroup", "pin_dir", "map_size", "log_level",
-                                                 "control", "drain", "redirect"});
+                 std::array<std::string_view, 8>{"cgroup", "pin_dir", "map_size", "log_level",
+                                                 "control", "drain", "redirect", "policy"});
     p.string(doc, "", "cgroup", cfg.cgroup, /*allow_empty=*/true);
     p.string(doc, "", "pin_dir", cfg.pin_dir, false);
     if (!p.failed() && !is_absolute_path(cfg.pin_dir)) p.fail("pin_dir", "must be an absolute path");
@@ -153,6 +153,11 @@ tl::expected<Config, std::string> parse_config(std::string_view text, std::strin
                       kMaxMaxUnreadBytes, /*zero_ok=*/true);
             cfg.redirect.max_unread_bytes = limit;
         }
+    }
+    if (auto it = doc.find("policy"); it != doc.end() && !p.failed()) {
+        auto policy = parse_policy(*it, "policy");
+        if (!policy) return tl::unexpected(std::string(source) + ": " + policy.error());
+        cfg.policy = std::move(*policy);
     }
     if (p.failed()) return tl::unexpected(p.error());
     return cfg;
@@ -195,6 +200,7 @@ nlohmann::json config_to_json(const Config& c) {
         {"redirect",
          {{"max_unread_bytes", c.redirect.max_unread_bytes ? json(*c.redirect.max_unread_bytes)
                                                            : json("auto")}}},
+        {"policy", policy_to_json(c.policy)},
     };
 }
 

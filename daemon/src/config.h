@@ -18,6 +18,8 @@
 #include <nlohmann/json.hpp>
 #include <tl/expected.hpp>
 
+#include "policy.h"
+
 namespace sockaccel {
 
 inline constexpr const char* kDefaultConfigPath = "/etc/sockaccel/sockacceld.json";
@@ -59,6 +61,7 @@ struct Config {
     ControlConfig control;
     DrainConfig drain;
     RedirectConfig redirect;
+    Policy policy;  // which connections may be accelerated (policy.h); live on reload
 };
 
 // Command-line settings that override the file, kept so a reload re-reads

@@ -104,6 +104,9 @@ void Daemon::start() {
                            "); sockacceld attaches to a cgroup v2 hierarchy");
     auto cgroup = resolve_cgroup(config_.cgroup, *root);
     if (!cgroup) throw StartupError(cgroup.error().message());
+    cgroup_root_ = *root;
+    auto policy = encode_for_kernel(config_.policy);
+    if (!policy) throw StartupError(config_path_ + ": policy: " + policy.error());
 
     auto mounted = prepare_pin_dir(config_.pin_dir);
     if (!mounted) throw StartupError(mounted.error().message());
@@ -125,7 +128,8 @@ void Daemon::start() {
     if (auto r = control_->listen(); !r) throw StartupError(r.error().message());
 
     dataplane_ = DataPlane::start({*cgroup, config_.pin_dir, config_.map_size,
-                                   max_unread_bytes(config_.redirect), features_});
+                                   max_unread_bytes(config_.redirect), features_,
+                                   std::move(*policy)});
     drain_ = std::make_unique<Drain>(*dataplane_);
     control_->start();
 
@@ -251,7 +255,7 @@ awaitable<void> Daemon::shutdown() {
 
     if (dataplane_->features().drain_iterator) {
         auto wait = std::chrono::seconds(config_.drain.stop_timeout_sec);
-        auto report = co_await drain(/*claim=*/true, /*force=*/false, wait);
+        auto report = co_await drain(Claim::all, /*force=*/false, wait);
         spdlog::info("stop: drained {} socket(s); {} pending ({} unread bytes)", report.flushed,
                      report.pending, report.pending_bytes);
     }
@@ -325,12 +329,12 @@ awaitable<void> Daemon::watchdog_loop(std::chrono::microseconds period) {
     }
 }
 
-awaitable<DrainReport> Daemon::drain(bool claim, bool force, std::chrono::milliseconds wait) {
+awaitable<DrainReport> Daemon::drain(Claim claim, bool force, std::chrono::milliseconds wait) {
     DrainReport total;
     const auto deadline = Clock::now() + wait;
     asio::steady_timer timer(io_);
-    if (claim) {
-        auto r = drain_->claim();
+    if (claim != Claim::none) {
+        auto r = drain_->claim(claim == Claim::outside_policy);
         if (!r) throw std::runtime_error(r.error().message());
     }
     for (;;) {

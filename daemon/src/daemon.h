@@ -87,7 +87,8 @@ private:
     // Claims (if `claim`) and drains until nothing is pending or `wait`
     // passes; with `force`, then drops what is left. Leaves a background
     // drain running for whatever is still pending.
-    boost::asio::awaitable<DrainReport> drain(bool claim, bool force,
+    enum class Claim { none, all, outside_policy };
+    boost::asio::awaitable<DrainReport> drain(Claim claim, bool force,
                                               std::chrono::milliseconds wait);
     boost::asio::awaitable<void> background_drain();
     void ensure_background_drain();
@@ -100,6 +101,13 @@ private:
     boost::asio::awaitable<Reply> cmd_flush(const nlohmann::json& args);
     Reply cmd_attach(bool attach);
     Reply cmd_reload();
+    Reply cmd_policy_show() const;
+    boost::asio::awaitable<Reply> cmd_policy_set(const nlohmann::json& args);
+    // The policy as the kernel takes it: cgroup paths resolved below the
+    // cgroup v2 root. The error names the missing cgroup.
+    tl::expected<EncodedPolicy, std::string> encode_for_kernel(const Policy& policy) const;
+    // Writes `policy` to the kernel, restoring the running one on failure.
+    Result<void> apply_policy(const EncodedPolicy& next);
     // Runs the kernel feature probe; throws StartupError without a required
     // mechanism.
     void probe_features();
@@ -114,6 +122,8 @@ private:
     ConfigOverrides overrides_;
     Config config_;
 
+    std::string cgroup_root_;             // the cgroup v2 mount (policy cgroup paths)
+    const char* policy_source_ = "config";  // or "runtime" after policy-set
     boost::asio::io_context io_;
     boost::asio::signal_set signals_;
     SystemdNotifier notifier_;

@@ -492,12 +492,18 @@ void DataPlane::attach(const DataPlaneOptions& options) {
     if (bpf_prog_attach(msg_fd, map_fd, BPF_SK_MSG_VERDICT, 0) != 0)
         throw_bpf_error("attach sk_msg program to the sockhash", errno);
 
+    // The policy's entries before its flags, and both before sockops can
+    // insert anything.
+    if (auto r = write_policy_entries(options.policy); !r)
+        throw StartupError("write policy maps: " + r.error().message());
+
     // Redirect and insert from now on. The ABI version marks the state as
     // ours for the next start.
     sockaccel_config cfg{};
     cfg.abi_version = SOCKACCEL_ABI_VERSION;
     cfg.flags = SOCKACCEL_CFG_INSERT | SOCKACCEL_CFG_REDIRECT;
     cfg.max_unread_bytes = options.max_unread_bytes;
+    cfg.policy = options.policy.flags;
     __u32 zero = 0;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.config), &zero, &cfg, BPF_ANY) != 0)
         throw_bpf_error("write config map", errno);
@@ -592,6 +598,75 @@ Result<void> DataPlane::update_config(const std::function<void(sockaccel_config&
 
 Result<void> DataPlane::set_flags(std::uint32_t flags) {
     return update_config([flags](sockaccel_config& cfg) { cfg.flags = flags; });
+}
+
+Result<void> DataPlane::write_policy_entries(const EncodedPolicy& policy) {
+    const int ports_fd = bpf_map__fd(skel_->maps.policy_ports);
+    for (__u32 i = 0; i < policy.port_words.size(); ++i) {
+        __u64 word = policy.port_words[i];
+        if (bpf_map_update_elem(ports_fd, &i, &word, BPF_ANY) != 0)
+            return errno_error("write policy_ports");
+    }
+    const int cidrs_fd = bpf_map__fd(skel_->maps.policy_cidrs);
+    for (const auto& [key, verdict] : policy.cidrs) {
+        __u32 v = verdict;
+        if (bpf_map_update_elem(cidrs_fd, &key, &v, BPF_ANY) != 0)
+            return errno_error("write policy_cidrs");
+    }
+    const int cgroups_fd = bpf_map__fd(skel_->maps.policy_cgroups);
+    for (const auto& [id, verdict] : policy.cgroups) {
+        __u64 k = id;
+        __u32 v = verdict;
+        if (bpf_map_update_elem(cgroups_fd, &k, &v, BPF_ANY) != 0)
+            return errno_error("write policy_cgroups");
+    }
+    return {};
+}
+
+namespace {
+
+// Deletes every key of `fd` for which `keep` is false. Keys are collected
+// first: deleting while walking with get_next_key can restart the walk.
+template <typename Key>
+Result<void> delete_keys_except(int fd, const std::function<bool(const Key&)>& keep,
+                                const char* what) {
+    std::vector<Key> stale;
+    Key key{}, next{};
+    const void* prev = nullptr;
+    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+        if (!keep(next)) stale.push_back(next);
+        key = next;
+        prev = &key;
+    }
+    if (errno != ENOENT) return errno_error(std::string("walk ") + what);
+    for (const auto& k : stale)
+        if (bpf_map_delete_elem(fd, &k) != 0 && errno != ENOENT)
+            return errno_error(std::string("delete from ") + what);
+    return {};
+}
+
+}  // namespace
+
+Result<void> DataPlane::set_policy(const EncodedPolicy& policy) {
+    if (auto r = write_policy_entries(policy); !r) return r;
+    if (auto r = update_config([&](sockaccel_config& cfg) { cfg.policy = policy.flags; }); !r)
+        return r;
+    auto keep_cidr = [&](const sockaccel_cidr_key& k) {
+        for (const auto& [key, verdict] : policy.cidrs)
+            if (std::memcmp(&key, &k, sizeof k) == 0) return true;
+        return false;
+    };
+    if (auto r = delete_keys_except<sockaccel_cidr_key>(bpf_map__fd(skel_->maps.policy_cidrs),
+                                                        keep_cidr, "policy_cidrs");
+        !r)
+        return r;
+    auto keep_cgroup = [&](const __u64& id) {
+        for (const auto& [key, verdict] : policy.cgroups)
+            if (key == id) return true;
+        return false;
+    };
+    return delete_keys_except<__u64>(bpf_map__fd(skel_->maps.policy_cgroups), keep_cgroup,
+                                     "policy_cgroups");
 }
 
 Result<void> DataPlane::set_max_unread_bytes(std::uint64_t limit) {

@@ -37,6 +37,7 @@
 #include "error.h"
 #include "kernel_features.h"
 #include "sockaccel/abi.h"
+#include "policy.h"
 #include "system.h"
 
 struct sockaccel_bpf;  // the generated skeleton (sockaccel.skel.h)
@@ -52,6 +53,7 @@ struct DataPlaneOptions {
     std::uint32_t map_size = 65536;
     std::uint64_t max_unread_bytes = 0;  // back-pressure limit, 0 = none
     KernelFeatures features;             // from probe_kernel_features()
+    EncodedPolicy policy;                // in the maps before anything attaches
 };
 
 // What `status` reports about the attachment.
@@ -136,6 +138,13 @@ public:
     Result<std::uint64_t> max_unread_bytes() const;
     Result<void> set_max_unread_bytes(std::uint64_t limit);
 
+    // Replaces the policy (policy.h) for new connections: the new entries
+    // are written, then the summary flags in the config map, then stale
+    // entries removed. A connection established during the switch is judged
+    // by entries of either policy. On error the maps may hold a mix; the
+    // caller applies the old policy again.
+    Result<void> set_policy(const EncodedPolicy& policy);
+
     Result<CounterValues> read_counters() const;
 
     // Number of sockets in the sockhash (walks the keys).
@@ -183,6 +192,7 @@ private:
     Result<UniqueFd> create_sockops_link();
     std::string pin_path(const char* name) const;
     Result<void> update_config(const std::function<void(sockaccel_config&)>& change);
+    Result<void> write_policy_entries(const EncodedPolicy& policy);
 
     struct ::sockaccel_bpf* skel_ = nullptr;
     struct ::bpf_program* verdict_ = nullptr;  // the sk_msg program in use

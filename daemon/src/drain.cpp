@@ -61,8 +61,9 @@ std::vector<std::uint64_t> plan_deletions(const std::vector<sockaccel_drain_reco
     return out;
 }
 
-Result<DrainReport> Drain::claim() {
-    auto scan = dataplane_.drain_pass(SOCKACCEL_DRAIN_CLAIM, {});
+Result<DrainReport> Drain::claim(bool outside_policy_only) {
+    auto scan = dataplane_.drain_pass(
+        outside_policy_only ? SOCKACCEL_DRAIN_CLAIM_POLICY : SOCKACCEL_DRAIN_CLAIM, {});
     if (!scan) return tl::unexpected(scan.error());
     DrainReport report;
     for (const auto& r : *scan) {

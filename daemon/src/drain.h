@@ -59,9 +59,11 @@ public:
 
     explicit Drain(DataPlane& dataplane) : dataplane_(dataplane) {}
 
-    // Claims every socket now in the sockhash: from here on none of them
-    // redirects. Sockets inserted later are not claimed.
-    Result<DrainReport> claim();
+    // Claims every socket now in the sockhash (or, with
+    // `outside_policy_only`, those the current policy would not insert):
+    // from here on none of them redirects. Sockets inserted later are not
+    // claimed.
+    Result<DrainReport> claim(bool outside_policy_only = false);
 
     // One pass: scan, plan, delete. The report counts this pass's removals
     // and what is still pending afterwards.

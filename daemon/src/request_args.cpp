@@ -69,7 +69,7 @@ bool takes_no_args(std::string_view cmd) {
     return cmd == proto::cmd::kPing || cmd == proto::cmd::kVersion ||
            cmd == proto::cmd::kStatus || cmd == proto::cmd::kStats ||
            cmd == proto::cmd::kDetach || cmd == proto::cmd::kAttach ||
-           cmd == proto::cmd::kReload;
+           cmd == proto::cmd::kReload || cmd == proto::cmd::kPolicyShow;
 }
 
 }  // namespace
@@ -103,6 +103,30 @@ tl::expected<FlushArgs, proto::Error> validate_flush_args(const json& args) {
     return out;
 }
 
+tl::expected<PolicySetArgs, proto::Error> validate_policy_set_args(const json& args) {
+    constexpr std::string_view cmd = proto::cmd::kPolicySet;
+    if (auto e = check_arg_keys(args, {"policy", "apply_existing", "wait_ms"}, cmd))
+        return tl::unexpected(*e);
+    auto it = args.find("policy");
+    if (it == args.end())
+        return tl::unexpected(invalid(std::string(cmd) + ": \"policy\" is required"));
+    auto policy = parse_policy(*it, "policy");
+    if (!policy) return tl::unexpected(invalid(std::string(cmd) + ": " + policy.error()));
+    std::optional<proto::Error> error;
+    auto wait_ms = int_arg(args, "wait_ms", 0, kMaxFlushWaitMs, error, cmd);
+    if (error) return tl::unexpected(*error);
+    PolicySetArgs out;
+    out.policy = std::move(*policy);
+    if (auto a = args.find("apply_existing"); a != args.end()) {
+        if (!a->is_boolean())
+            return tl::unexpected(
+                invalid(std::string(cmd) + ": \"apply_existing\" must be a boolean"));
+        out.apply_existing = a->get<bool>();
+    }
+    if (wait_ms) out.wait = std::chrono::milliseconds(*wait_ms);
+    return out;
+}
+
 proto::Error not_available_error(std::string_view cmd) {
     std::string message = "command ";
     // parse_request() only passes protocol commands, all short; quote long
@@ -130,6 +154,11 @@ tl::expected<ValidatedRequest, proto::Error> validate_request(const proto::Reque
         auto a = validate_flush_args(request.args);
         if (!a) return tl::unexpected(a.error());
         return ValidatedRequest{*a};
+    }
+    if (cmd == proto::cmd::kPolicySet) {
+        auto a = validate_policy_set_args(request.args);
+        if (!a) return tl::unexpected(a.error());
+        return ValidatedRequest{std::move(*a)};
     }
     return tl::unexpected(not_available_error(cmd));
 }

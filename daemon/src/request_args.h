@@ -23,6 +23,7 @@
 #include <tl/expected.hpp>
 #include <variant>
 
+#include "policy.h"
 #include "sockaccel/proto/protocol.h"
 
 namespace sockaccel {
@@ -42,7 +43,8 @@ inline constexpr std::size_t kMaxQuotedArgBytes = 64;
 
 // --- Validated arguments -----------------------------------------------------
 
-// ping, version, status, stats, detach, attach, reload: no arguments.
+// ping, version, status, stats, detach, attach, reload, policy-show: no
+// arguments.
 struct NoArgs {
     friend bool operator==(const NoArgs&, const NoArgs&) = default;
 };
@@ -61,7 +63,16 @@ struct FlushArgs {
     friend bool operator==(const FlushArgs&, const FlushArgs&) = default;
 };
 
-using ValidatedRequest = std::variant<NoArgs, ConnectionsArgs, FlushArgs>;
+// policy-set {"policy": {...} (required, policy.h), "apply_existing": bool,
+//             "wait_ms": 0..kMaxFlushWaitMs (for apply_existing's drain)}
+struct PolicySetArgs {
+    Policy policy;
+    bool apply_existing = false;
+    std::chrono::milliseconds wait{kDefaultFlushWaitMs};
+    friend bool operator==(const PolicySetArgs&, const PolicySetArgs&) = default;
+};
+
+using ValidatedRequest = std::variant<NoArgs, ConnectionsArgs, FlushArgs, PolicySetArgs>;
 
 // --- Validation --------------------------------------------------------------
 
@@ -73,7 +84,7 @@ using ValidatedRequest = std::variant<NoArgs, ConnectionsArgs, FlushArgs>;
 //                     JSON object order), then values in the order listed above
 //                     for the command; the first failure is reported.
 //   unknown_command   a command of the protocol this daemon does not
-//                     implement (policy-show, policy-set), or one outside the
+//                     implement, or one outside the
 //                     protocol (parse_request() already rejects those):
 //                     "command \"<cmd>\" is not available in this version of
 //                     sockacceld".
@@ -84,6 +95,7 @@ tl::expected<ValidatedRequest, proto::Error> validate_request(const proto::Reque
 // arguments at hand. `args` must be an object (parse_request guarantees it).
 tl::expected<ConnectionsArgs, proto::Error> validate_connections_args(const nlohmann::json& args);
 tl::expected<FlushArgs, proto::Error> validate_flush_args(const nlohmann::json& args);
+tl::expected<PolicySetArgs, proto::Error> validate_policy_set_args(const nlohmann::json& args);
 
 // The unknown_command error for a command this daemon does not implement.
 proto::Error not_available_error(std::string_view cmd);

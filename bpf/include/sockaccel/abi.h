@@ -13,7 +13,7 @@
 
 #include <linux/types.h>
 
-#define SOCKACCEL_ABI_VERSION 2
+#define SOCKACCEL_ABI_VERSION 3
 
 /* Address families as the kernel reports them (AF_INET, AF_INET6). Spelled out
  * so the BPF side does not need <sys/socket.h>. */
@@ -91,6 +91,18 @@ enum sockaccel_counter {
 	SOCKACCEL_CNT_FIN_KEPT,
 	/* sk_msg: sends whose peer was already closing; they took TCP. */
 	SOCKACCEL_CNT_GATE_CLOSED_SENDS,
+	/* sockops: a passively established socket whose peer is not a socket
+	 * we track (a remote host, or a local process outside the attached
+	 * cgroup or the policy) was not inserted. */
+	SOCKACCEL_CNT_PEER_NOT_LOCAL,
+	/* An actively established socket left the sockhash because no local
+	 * peer claimed it: its peer is remote or not accelerated (see
+	 * SOCKACCEL_GATE_LOCAL_PEER). Counted at its first send or first
+	 * received segment, whichever came first. */
+	SOCKACCEL_CNT_UNCLAIMED_REMOVED,
+	/* sockops: established sockets that the operator's policy excludes
+	 * (see struct sockaccel_policy_*); never inserted. */
+	SOCKACCEL_CNT_POLICY_SKIPPED,
 	SOCKACCEL_CNT__MAX,
 };
 
@@ -122,8 +134,67 @@ struct sockaccel_config {
 	 * than this sends through TCP until the peer has read everything (see
 	 * SOCKACCEL_SK_HELD_BACK). 0 = no limit. */
 	__u64 max_unread_bytes;
-	__u64 reserved[2]; /* zero; room to grow without a new layout */
+	__u32 policy;      /* enum sockaccel_policy_flag */
+	__u32 pad;
+	__u64 reserved[1]; /* zero; room to grow without a new layout */
 };
+
+/*
+ * Operator policy, evaluated by sockops for each socket on its own, at
+ * insert time (so a change applies to new connections). A connection is
+ * accelerated only if both of its sockets pass; every rule below looks at
+ * the connection's 4-tuple from either end, so both ends of one connection
+ * agree, except for cgroups, which belong to each socket's own process.
+ *
+ *  - ports (policy_ports): a socket matches when its local or its remote
+ *    port is in the set.
+ *  - CIDRs (policy_cidrs, an LPM trie): for its local and its remote
+ *    address, the longest matching prefix decides; an EXCLUDE prefix
+ *    excludes, an INCLUDE prefix matches. So "include 10.0.0.0/8, exclude
+ *    10.1.0.0/16" means what it says.
+ *  - cgroups (policy_cgroups): the nearest of the socket's cgroup and its
+ *    ancestors that has an entry decides, the same way.
+ *
+ * A socket is inserted when no kind excludes it and, for each kind whose
+ * INCLUDE list is not empty (a SOCKACCEL_POLICY_INCLUDE_* flag in
+ * sockaccel_config.policy), it matches an include entry of that kind.
+ */
+enum sockaccel_policy_flag {
+	SOCKACCEL_POLICY_INCLUDE_PORTS = 1u << 0,
+	SOCKACCEL_POLICY_INCLUDE_CIDRS = 1u << 1,
+	SOCKACCEL_POLICY_INCLUDE_CGROUPS = 1u << 2,
+	/* Any cgroup entry exists: sockops has to walk the cgroup tree. */
+	SOCKACCEL_POLICY_CGROUPS = 1u << 3,
+	/* Any port or CIDR exclude entry exists. */
+	SOCKACCEL_POLICY_EXCLUDE_PORTS = 1u << 4,
+	SOCKACCEL_POLICY_EXCLUDE_CIDRS = 1u << 5,
+};
+
+/* Values of policy_cidrs and policy_cgroups entries. */
+enum sockaccel_policy_verdict {
+	SOCKACCEL_POLICY_MATCH_INCLUDE = 1,
+	SOCKACCEL_POLICY_MATCH_EXCLUDE = 2,
+};
+
+/* policy_ports is an array of 64-bit bitmap words: word
+ * SOCKACCEL_POLICY_PORT_WORD(set, port) holds bit (port % 64) for `set`. */
+enum sockaccel_policy_port_set {
+	SOCKACCEL_POLICY_PORTS_INCLUDE = 0,
+	SOCKACCEL_POLICY_PORTS_EXCLUDE = 1,
+};
+#define SOCKACCEL_POLICY_PORT_WORDS (65536 / 64)
+#define SOCKACCEL_POLICY_PORT_WORD(set, port) ((set) * SOCKACCEL_POLICY_PORT_WORDS + (port) / 64)
+
+/* Key of policy_cidrs. IPv4 prefixes are stored IPv4-mapped
+ * (::ffff:a.b.c.d, prefixlen + 96), so one trie serves both families. */
+struct sockaccel_cidr_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+#define SOCKACCEL_POLICY_MAX_CIDRS 1024
+#define SOCKACCEL_POLICY_MAX_CGROUPS 1024
+/* How many levels above a socket's cgroup sockops looks for an entry. */
+#define SOCKACCEL_POLICY_CGROUP_DEPTH 16
 
 /* Bits of sockaccel_sk_state.flags (socket-local storage). */
 enum sockaccel_sk_flag {
@@ -145,6 +216,9 @@ enum sockaccel_sk_flag {
 	 * (everything written delivered, and its TCP receive queue empty), no
 	 * TCP byte can be overtaken and redirecting resumes. */
 	SOCKACCEL_SK_HELD_BACK = 1u << 3,
+	/* The gate word said LOCAL_PEER once; cached so later sends skip the
+	 * lookup. */
+	SOCKACCEL_SK_LOCAL_PEER = 1u << 4,
 };
 
 /* Per-socket state in a BPF_MAP_TYPE_SK_STORAGE map; lives and dies with the
@@ -170,7 +244,16 @@ struct sockaccel_sk_state {
  * queued and stays. */
 enum sockaccel_gate_bit {
 	SOCKACCEL_GATE_PEER_REDIRECTED = 1u << 0,
+	/* Set when the socket leaves, or may leave, the sockhash: at its FIN,
+	 * or when no local peer claimed it. Senders then take TCP. */
 	SOCKACCEL_GATE_CLOSING = 1u << 1,
+	/* Local-peer detection. The passive side of a connection is inserted
+	 * only if its peer's word exists (the peer is a socket we inserted, so
+	 * it is on this host), and it then sets this bit on that word ("claims"
+	 * its peer) and on its own. An active socket whose word still lacks it
+	 * at its first send or first received segment has no local peer: it
+	 * leaves the sockhash through the same gate as at FIN. */
+	SOCKACCEL_GATE_LOCAL_PEER = 1u << 2,
 };
 
 /* What the drain iterator does on this pass (sockaccel_drain_ctl.mode). */
@@ -186,6 +269,8 @@ enum sockaccel_drain_mode {
 	/* Delete every socket whose cookie is in drain_delete, unread data
 	 * included (flush-map --force); report the bytes dropped. */
 	SOCKACCEL_DRAIN_FORCE_DELETE = 4,
+	/* As CLAIM, for the sockets the current policy would not insert. */
+	SOCKACCEL_DRAIN_CLAIM_POLICY = 5,
 };
 
 /* Element 0 of the drain_ctl array map, written before each pass. */
@@ -218,12 +303,14 @@ static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout");
 static_assert(sizeof(struct sockaccel_sk_state) == 16, "sockaccel_sk_state layout");
 static_assert(sizeof(struct sockaccel_drain_ctl) == 8, "sockaccel_drain_ctl layout");
 static_assert(sizeof(struct sockaccel_drain_record) == 72, "sockaccel_drain_record layout");
+static_assert(sizeof(struct sockaccel_cidr_key) == 20, "sockaccel_cidr_key layout");
 #else
 _Static_assert(sizeof(struct sockaccel_key) == 48, "sockaccel_key layout");
 _Static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout");
 _Static_assert(sizeof(struct sockaccel_sk_state) == 16, "sockaccel_sk_state layout");
 _Static_assert(sizeof(struct sockaccel_drain_ctl) == 8, "sockaccel_drain_ctl layout");
 _Static_assert(sizeof(struct sockaccel_drain_record) == 72, "sockaccel_drain_record layout");
+_Static_assert(sizeof(struct sockaccel_cidr_key) == 20, "sockaccel_cidr_key layout");
 #endif
 
 #endif /* SOCKACCEL_ABI_H */

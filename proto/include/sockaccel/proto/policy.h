@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The acceleration policy as it travels: in the config file ("policy"), in
+// policy-set requests and policy-show results (docs/protocol.md). Shared by
+// sockacceld and sockaccelctl, so both validate it the same way and the CLI
+// can refuse a bad argument before it reaches the daemon.
+//
+//   "policy": {
+//     "include": {"ports": ["80", "8000-8100"], "cidrs": ["10.0.0.0/8"],
+//                 "cgroups": ["/system.slice/nginx.service"]},
+//     "exclude": {"ports": ["22"], "cidrs": ["10.1.0.0/16"], "cgroups": []}
+//   }
+//
+// Meaning (enforced in the kernel by sockops at insert time; see
+// daemon/src/policy.h and bpf/include/sockaccel/abi.h): a socket is
+// accelerated when nothing excludes it and, for each kind with include
+// entries, it matches one of them. Ports and CIDRs look at both ends of the
+// connection (local or remote port; local or remote address, the longest
+// matching prefix deciding), so both sockets of a connection agree. Cgroups
+// look at the socket's own cgroup and its ancestors, the nearest entry
+// deciding.
+//
+// Pure: no I/O. Errors are one line naming the offending entry, e.g.
+// `policy.exclude.cidrs[2]: "10.0.0.0/33": the prefix length must be 0-32`.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <tl/expected.hpp>
+
+namespace sockaccel::proto {
+
+struct PortRange {
+    std::uint16_t first = 0;
+    std::uint16_t last = 0;
+    bool operator==(const PortRange&) const = default;
+};
+
+struct Cidr {
+    // 16 bytes, IPv4 stored IPv4-mapped (::ffff:a.b.c.d).
+    std::array<std::uint8_t, 16> addr{};
+    std::uint8_t prefix_len = 0;  // in the 128-bit form (IPv4: 96 + len)
+    bool operator==(const Cidr&) const = default;
+};
+
+struct PolicyRules {
+    std::vector<PortRange> ports;
+    std::vector<Cidr> cidrs;
+    std::vector<std::string> cgroups;  // paths below the cgroup v2 root
+    bool empty() const { return ports.empty() && cidrs.empty() && cgroups.empty(); }
+    bool operator==(const PolicyRules&) const = default;
+};
+
+struct Policy {
+    PolicyRules include;
+    PolicyRules exclude;
+    bool empty() const { return include.empty() && exclude.empty(); }
+    bool operator==(const Policy&) const = default;
+};
+
+// Limits, so one policy always fits the daemon's BPF maps.
+inline constexpr std::size_t kMaxPolicyPortRanges = 1024;
+inline constexpr std::size_t kMaxPolicyCidrs = 1024;    // include and exclude together
+inline constexpr std::size_t kMaxPolicyCgroups = 1024;  // include and exclude together
+
+// Parses a "policy" object. `where` prefixes error messages ("policy").
+// Strict: unknown keys, wrong types, malformed entries, a CIDR with host
+// bits set, and a CIDR or cgroup listed both as include and exclude are
+// errors.
+tl::expected<Policy, std::string> parse_policy(const nlohmann::json& j, std::string_view where);
+// The canonical JSON form (ports "80" / "80-90", CIDRs "10.0.0.0/8" and
+// "fd00::/8", cgroups without trailing slashes); parse_policy() of it gives
+// the same Policy back.
+nlohmann::json policy_to_json(const Policy& policy);
+
+// "80", "8000-8100"; 1-65535, first <= last.
+tl::expected<PortRange, std::string> parse_port_range(std::string_view text);
+// "10.0.0.0/8", "fd00::/8", "127.0.0.1" (a host: /32 or /128).
+tl::expected<Cidr, std::string> parse_cidr(std::string_view text);
+std::string cidr_to_string(const Cidr& cidr);
+
+}  // namespace sockaccel::proto

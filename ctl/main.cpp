@@ -229,6 +229,8 @@ int run(int argc, char** argv) {
         const int sources = (given_rules > 0) + (policy_file_opt->count() > 0) + (clear_opt->count() > 0);
         if (sources != 1)
             return usage("give rules (--include-*/--exclude-*), or --file, or --clear (one of them)");
+        if (policy_wait_opt->count() > 0 && !apply_existing)
+            return usage("--wait goes with --apply-existing");
         json doc = json::object();
         if (policy_file_opt->count() > 0) {
             std::ostringstream text;

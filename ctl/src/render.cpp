@@ -348,6 +348,27 @@ std::string render_status(const json& result) {
             misses.push_back(thousands(*v) + " without socket storage");
         }
         add("Misses", join(misses, ", "));
+        // Connections kept out: not local, or not in the policy.
+        std::vector<std::string> out;
+        if (auto v = get_u64(counters, "peer_not_local"); v && *v > 0)
+            out.push_back(thousands(*v) + " with a remote or unaccelerated peer");
+        if (auto v = get_u64(counters, "unclaimed_removed"); v && *v > 0)
+            out.push_back(thousands(*v) + " unclaimed and removed");
+        if (auto v = get_u64(counters, "policy_skipped"); v && *v > 0)
+            out.push_back(thousands(*v) + " excluded by policy");
+        if (!out.empty()) add("Not local", join(out, ", "));
+    }
+    {
+        const json& policy = get_object(result, "policy");
+        std::size_t rules = 0;
+        for (const char* side : {"include", "exclude"})
+            for (const char* kind : {"ports", "cidrs", "cgroups"})
+                rules += string_items(get_object(get_object(policy, "policy"), side), kind).size();
+        if (!policy.empty())
+            add("Policy", rules == 0 ? std::string("none (every local connection)")
+                                     : count_noun(rules, "rule") + " from " +
+                                           get_string(policy, "source").value_or("?") +
+                                           " (sockaccelctl policy show)");
     }
 
     add("Drain", drain_row(get_object(result, "drain")));

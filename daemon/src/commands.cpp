@@ -376,11 +376,12 @@ Daemon::Reply Daemon::cmd_reload() {
           "redirect.max_unread_bytes", true);
     check(next.cgroup != config_.cgroup, "cgroup", false);
     // The file's policy replaces one set at run time (policy-set), even if
-    // the file did not change: the file is what a reload re-reads.
-    const bool policy_changed = next.policy != config_.policy;
-    check(policy_changed, "policy", true);
+    // the file did not change: the file is what a reload re-reads. It is
+    // written again in any case, so cgroups re-created since (new ids) are
+    // looked up anew.
+    check(next.policy != config_.policy, "policy", true);
     std::optional<EncodedPolicy> policy;
-    if (policy_changed) {
+    {
         auto encoded = encode_for_kernel(next.policy);
         if (!encoded)
             return tl::unexpected(invalid(config_path_ + ": policy: " + encoded.error() +

@@ -192,6 +192,9 @@ tl::expected<Policy, std::string> parse_policy(const json& j, std::string_view w
         return tl::unexpected(w + ": at most " + std::to_string(kMaxPolicyCidrs) + " CIDRs in all");
     if (p.include.cgroups.size() + p.exclude.cgroups.size() > kMaxPolicyCgroups)
         return tl::unexpected(w + ": at most " + std::to_string(kMaxPolicyCgroups) + " cgroups in all");
+    if (const auto size = policy_to_json(p).dump().size(); size > kMaxPolicyJsonBytes)
+        return tl::unexpected(w + ": too large (" + std::to_string(size) + " bytes as JSON; at most " +
+                              std::to_string(kMaxPolicyJsonBytes) + ")");
     return p;
 }
 

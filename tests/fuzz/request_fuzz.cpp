@@ -70,6 +70,14 @@ proto::Response run_stub(const proto::Request& request, const sockaccel::Validat
         FUZZ_CHECK(again && *again == *f);
         result["force"] = f->force;
         result["wait_ms"] = f->wait.count();
+    } else if (const auto* p = std::get_if<sockaccel::PolicySetArgs>(&v)) {
+        // The canonical form is accepted again and means the same policy.
+        json args = {{"policy", proto::policy_to_json(p->policy)},
+                     {"apply_existing", p->apply_existing},
+                     {"wait_ms", p->wait.count()}};
+        auto again = sockaccel::validate_policy_set_args(args);
+        FUZZ_CHECK(again && *again == *p);
+        result["policy"] = args["policy"];
     } else {
         FUZZ_CHECK(std::holds_alternative<sockaccel::NoArgs>(v));
         FUZZ_CHECK(request.args.empty());

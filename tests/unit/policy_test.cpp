@@ -106,3 +106,11 @@ TEST_CASE("policy: in the config file") {
     CHECK(bad.error().rfind("f.json: policy.exclude.ports[0]: \"0\": port 0", 0) == 0);
     CHECK(config_to_json(cfg)["policy"]["exclude"]["ports"] == json::array({"22"}));
 }
+
+TEST_CASE("policy: the whole policy has a size cap, so responses fit a protocol line") {
+    json cgroups = json::array();
+    for (int i = 0; i < 200; ++i) cgroups.push_back("/" + std::string(100, 'a') + std::to_string(i));
+    auto r = parse_policy({{"exclude", {{"cgroups", cgroups}}}}, "policy");
+    REQUIRE_FALSE(r);
+    CHECK(r.error().find("too large") != std::string::npos);
+}

@@ -68,6 +68,9 @@ struct Policy {
 inline constexpr std::size_t kMaxPolicyPortRanges = 1024;
 inline constexpr std::size_t kMaxPolicyCidrs = 1024;    // include and exclude together
 inline constexpr std::size_t kMaxPolicyCgroups = 1024;  // include and exclude together
+// The canonical JSON of a policy: status carries it twice (config and
+// policy) and every response must fit one protocol line (kMaxLineBytes).
+inline constexpr std::size_t kMaxPolicyJsonBytes = 16384;
 
 // Parses a "policy" object. `where` prefixes error messages ("policy").
 // Strict: unknown keys, wrong types, malformed entries, a CIDR with host

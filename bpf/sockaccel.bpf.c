@@ -192,25 +192,30 @@ static __always_inline int may_resume(struct bpf_sock *sk, __u64 peer_addr, __u6
 	return unread_bytes((struct sock *)peer) < limit / 2;
 }
 
+/* The key of the socket behind a sockops or sk_msg context. Both context
+ * types name these fields alike, but each field access must be a direct
+ * context load (the verifier rewrites it), so this is a macro, not a
+ * function taking a pointer. Zeroes *key first (the padding is hashed). */
+#define key_of_ctx(ctx, key)                                                        \
+	({                                                                           \
+		struct sockaccel_sock_fields __f = {                                \
+			.family = (ctx)->family,                                    \
+			.local_ip4 = (ctx)->local_ip4,                              \
+			.remote_ip4 = (ctx)->remote_ip4,                            \
+			.local_ip6 = { (ctx)->local_ip6[0], (ctx)->local_ip6[1],    \
+				       (ctx)->local_ip6[2], (ctx)->local_ip6[3] },  \
+			.remote_ip6 = { (ctx)->remote_ip6[0], (ctx)->remote_ip6[1], \
+					(ctx)->remote_ip6[2], (ctx)->remote_ip6[3] }, \
+			.local_port = (ctx)->local_port,                            \
+			.remote_port = (ctx)->remote_port,                          \
+		};                                                                   \
+		__builtin_memset((key), 0, sizeof(*(key)));                          \
+		sockaccel_key_from_fields((key), &__f, bpf_get_netns_cookie(ctx));  \
+	})
+
 static __always_inline int key_of_skops(struct bpf_sock_ops *skops, struct sockaccel_key *key)
 {
-	struct sockaccel_sock_fields f = {};
-
-	f.family = skops->family;
-	f.local_ip4 = skops->local_ip4;
-	f.remote_ip4 = skops->remote_ip4;
-	f.local_ip6[0] = skops->local_ip6[0];
-	f.local_ip6[1] = skops->local_ip6[1];
-	f.local_ip6[2] = skops->local_ip6[2];
-	f.local_ip6[3] = skops->local_ip6[3];
-	f.remote_ip6[0] = skops->remote_ip6[0];
-	f.remote_ip6[1] = skops->remote_ip6[1];
-	f.remote_ip6[2] = skops->remote_ip6[2];
-	f.remote_ip6[3] = skops->remote_ip6[3];
-	f.local_port = skops->local_port;
-	f.remote_port = skops->remote_port;
-	__builtin_memset(key, 0, sizeof(*key));
-	return sockaccel_key_from_fields(key, &f, bpf_get_netns_cookie(skops));
+	return key_of_ctx(skops, key);
 }
 
 /*
@@ -503,7 +508,6 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
  * the program). */
 static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int backpressure)
 {
-	struct sockaccel_sock_fields f = {};
 	struct sockaccel_key key, peer;
 	struct sockaccel_config *cfg;
 	struct sockaccel_sk_state *st;
@@ -536,22 +540,7 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int bac
 		count(SOCKACCEL_CNT_BACKPRESSURE_RESUMES, 1);
 	}
 
-	f.family = msg->family;
-	f.local_ip4 = msg->local_ip4;
-	f.remote_ip4 = msg->remote_ip4;
-	f.local_ip6[0] = msg->local_ip6[0];
-	f.local_ip6[1] = msg->local_ip6[1];
-	f.local_ip6[2] = msg->local_ip6[2];
-	f.local_ip6[3] = msg->local_ip6[3];
-	f.remote_ip6[0] = msg->remote_ip6[0];
-	f.remote_ip6[1] = msg->remote_ip6[1];
-	f.remote_ip6[2] = msg->remote_ip6[2];
-	f.remote_ip6[3] = msg->remote_ip6[3];
-	f.local_port = msg->local_port;
-	f.remote_port = msg->remote_port;
-
-	__builtin_memset(&key, 0, sizeof(key));
-	if (sockaccel_key_from_fields(&key, &f, bpf_get_netns_cookie(msg)) < 0)
+	if (key_of_ctx(msg, &key) < 0)
 		goto mark_tcp_path;
 	__builtin_memset(&peer, 0, sizeof(peer));
 	sockaccel_key_peer(&peer, &key);

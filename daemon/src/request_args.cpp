@@ -110,7 +110,7 @@ tl::expected<PolicySetArgs, proto::Error> validate_policy_set_args(const json& a
     auto it = args.find("policy");
     if (it == args.end())
         return tl::unexpected(invalid(std::string(cmd) + ": \"policy\" is required"));
-    auto policy = parse_policy(*it, "policy");
+    auto policy = proto::parse_policy(*it, "policy");
     if (!policy) return tl::unexpected(invalid(std::string(cmd) + ": " + policy.error()));
     std::optional<proto::Error> error;
     auto wait_ms = int_arg(args, "wait_ms", 0, kMaxFlushWaitMs, error, cmd);

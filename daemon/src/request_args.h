@@ -23,7 +23,7 @@
 #include <tl/expected.hpp>
 #include <variant>
 
-#include "policy.h"
+#include "sockaccel/proto/policy.h"
 #include "sockaccel/proto/protocol.h"
 
 namespace sockaccel {
@@ -66,7 +66,7 @@ struct FlushArgs {
 // policy-set {"policy": {...} (required, policy.h), "apply_existing": bool,
 //             "wait_ms": 0..kMaxFlushWaitMs (for apply_existing's drain)}
 struct PolicySetArgs {
-    Policy policy;
+    proto::Policy policy;
     bool apply_existing = false;
     std::chrono::milliseconds wait{kDefaultFlushWaitMs};
     friend bool operator==(const PolicySetArgs&, const PolicySetArgs&) = default;

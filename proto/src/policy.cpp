@@ -46,60 +46,70 @@ public:
             if (!value.is_array()) return fail(where_ + "." + key, "must be an array");
         }
         PolicyRules rules;
-        if (auto it = j.find("ports"); it != j.end()) {
-            if (it->size() > kMaxPolicyPortRanges)
-                return fail(where_ + ".ports", "at most " + std::to_string(kMaxPolicyPortRanges) + " entries");
-            for (std::size_t i = 0; i < it->size(); ++i) {
-                const json& e = (*it)[i];
-                const auto name = where_ + ".ports[" + std::to_string(i) + "]";
-                std::string text;
-                if (e.is_number_integer())
-                    text = e.is_number_unsigned() ? std::to_string(e.get<std::uint64_t>())
-                                                  : std::to_string(e.get<std::int64_t>());
-                else if (e.is_string())
-                    text = e.get<std::string>();
-                else
-                    return fail(name, "must be a port number or a string like \"8000-8100\"");
-                auto range = parse_port_range(text);
-                if (!range) return fail(name, quote_cut(text) + ": " + range.error());
-                rules.ports.push_back(*range);
-            }
-        }
-        if (auto it = j.find("cidrs"); it != j.end()) {
-            if (it->size() > kMaxPolicyCidrs)
-                return fail(where_ + ".cidrs", "at most " + std::to_string(kMaxPolicyCidrs) + " entries");
-            for (std::size_t i = 0; i < it->size(); ++i) {
-                const json& e = (*it)[i];
-                const auto name = where_ + ".cidrs[" + std::to_string(i) + "]";
-                if (!e.is_string()) return fail(name, "must be a string like \"10.0.0.0/8\"");
-                const auto text = e.get<std::string>();
-                auto cidr = parse_cidr(text);
-                if (!cidr) return fail(name, quote_cut(text) + ": " + cidr.error());
-                rules.cidrs.push_back(*cidr);
-            }
-        }
-        if (auto it = j.find("cgroups"); it != j.end()) {
-            if (it->size() > kMaxPolicyCgroups)
-                return fail(where_ + ".cgroups", "at most " + std::to_string(kMaxPolicyCgroups) + " entries");
-            for (std::size_t i = 0; i < it->size(); ++i) {
-                const json& e = (*it)[i];
-                const auto name = where_ + ".cgroups[" + std::to_string(i) + "]";
-                if (!e.is_string()) return fail(name, "must be a string (a cgroup path)");
-                auto path = e.get<std::string>();
-                if (path.empty() || path.front() != '/' || path.find('\0') != std::string::npos ||
-                    path.find("/../") != std::string::npos || path.ends_with("/..") ||
-                    path.size() > 4096)
-                    return fail(name, quote_cut(path) +
-                                          ": must be an absolute path below the cgroup v2 root, "
-                                          "like \"/system.slice/nginx.service\"");
-                while (path.size() > 1 && path.back() == '/') path.pop_back();
-                rules.cgroups.push_back(std::move(path));
-            }
-        }
+        if (auto e = each(j, "ports", kMaxPolicyPortRanges, rules.ports, parse_port_entry)) return *e;
+        if (auto e = each(j, "cidrs", kMaxPolicyCidrs, rules.cidrs, parse_cidr_entry)) return *e;
+        if (auto e = each(j, "cgroups", kMaxPolicyCgroups, rules.cgroups, parse_cgroup_entry))
+            return *e;
         return rules;
     }
 
 private:
+    // One entry of a list: its value, or the message after "<where>[i]: ".
+    template <typename T>
+    using Entry = tl::expected<T, std::string>;
+
+    static Entry<PortRange> parse_port_entry(const json& e) {
+        std::string text;
+        if (e.is_number_integer())
+            text = e.is_number_unsigned() ? std::to_string(e.get<std::uint64_t>())
+                                          : std::to_string(e.get<std::int64_t>());
+        else if (e.is_string())
+            text = e.get<std::string>();
+        else
+            return tl::unexpected(std::string("must be a port number or a string like \"8000-8100\""));
+        auto range = parse_port_range(text);
+        if (!range) return tl::unexpected(quote_cut(text) + ": " + range.error());
+        return *range;
+    }
+
+    static Entry<Cidr> parse_cidr_entry(const json& e) {
+        if (!e.is_string()) return tl::unexpected(std::string("must be a string like \"10.0.0.0/8\""));
+        const auto text = e.get<std::string>();
+        auto cidr = parse_cidr(text);
+        if (!cidr) return tl::unexpected(quote_cut(text) + ": " + cidr.error());
+        return *cidr;
+    }
+
+    static Entry<std::string> parse_cgroup_entry(const json& e) {
+        if (!e.is_string()) return tl::unexpected(std::string("must be a string (a cgroup path)"));
+        auto path = e.get<std::string>();
+        if (path.empty() || path.front() != '/' || path.find('\0') != std::string::npos ||
+            path.find("/../") != std::string::npos || path.ends_with("/..") || path.size() > 4096)
+            return tl::unexpected(quote_cut(path) +
+                                  ": must be an absolute path below the cgroup v2 root, "
+                                  "like \"/system.slice/nginx.service\"");
+        while (path.size() > 1 && path.back() == '/') path.pop_back();
+        return path;
+    }
+
+    // Parses the list `key` of `j` (if present) into `out`, entry by entry;
+    // the first error, naming the entry.
+    template <typename T, typename Parse>
+    std::optional<tl::unexpected<std::string>> each(const json& j, const char* key,
+                                                    std::size_t max, std::vector<T>& out,
+                                                    Parse parse) const {
+        auto it = j.find(key);
+        if (it == j.end()) return std::nullopt;
+        const std::string list = where_ + "." + key;
+        if (it->size() > max) return fail(list, "at most " + std::to_string(max) + " entries");
+        for (std::size_t i = 0; i < it->size(); ++i) {
+            auto value = parse((*it)[i]);
+            if (!value) return fail(list + "[" + std::to_string(i) + "]", value.error());
+            out.push_back(std::move(*value));
+        }
+        return std::nullopt;
+    }
+
     static tl::unexpected<std::string> fail(const std::string& name, const std::string& what) {
         return tl::unexpected(name + ": " + what);
     }

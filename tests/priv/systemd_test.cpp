@@ -636,27 +636,26 @@ TEST_CASE("systemd: log targets") {
         for (const auto& j : d.journal()) CHECK(j.pid == d.pid());
     };
 
+    // Start, wait for READY=1, stop, and check where the lines went.
+    auto start_stop = [&](const std::function<void(Supervised&)>& check) {
+        Supervised d(launch, &journal.socket);
+        REQUIRE(d.wait_note("READY=1"));
+        CHECK(d.stop(SIGTERM) == 0);
+        check(d);
+    };
+
     SECTION("console when asked, even with JOURNAL_STREAM matching stderr") {
         launch.args.insert(launch.args.end(), {"--log-target", "console"});
         launch.journal_stream = Launch::JournalStream::stderr_id;
-        Supervised d(launch, &journal.socket);
-        REQUIRE(d.wait_note("READY=1"));
-        CHECK(d.stop(SIGTERM) == 0);
-        console_only(d);
+        start_stop(console_only);
     }
     SECTION("auto: console when JOURNAL_STREAM is not stderr") {
         launch.journal_stream = Launch::JournalStream::other;
-        Supervised d(launch, &journal.socket);
-        REQUIRE(d.wait_note("READY=1"));
-        CHECK(d.stop(SIGTERM) == 0);
-        console_only(d);
+        start_stop(console_only);
     }
     SECTION("auto: the journal when JOURNAL_STREAM is stderr") {
         launch.journal_stream = Launch::JournalStream::stderr_id;
-        Supervised d(launch, &journal.socket);
-        REQUIRE(d.wait_note("READY=1"));
-        CHECK(d.stop(SIGTERM) == 0);
-        journal_only(d);
+        start_stop(journal_only);
     }
     SECTION("journal when asked: every level with its priority, libbpf's lines too") {
         launch.args.insert(launch.args.end(),
@@ -694,10 +693,9 @@ TEST_CASE("systemd: log targets") {
         std::filesystem::create_directories(empty_run);
         launch.run_dir = empty_run;
         launch.args.insert(launch.args.end(), {"--log-target", "journal"});
-        Supervised d(launch, &journal.socket);
-        REQUIRE(d.wait_note("READY=1"));
-        CHECK(d.stop(SIGTERM) == 0);
-        console_only(d);
-        CHECK(d.err().find("LOG ERROR") == std::string::npos);
+        start_stop([&](Supervised& d) {
+            console_only(d);
+            CHECK(d.err().find("LOG ERROR") == std::string::npos);
+        });
     }
 }

@@ -392,6 +392,7 @@ Daemon::Reply Daemon::cmd_reload() {
     check(next.map_size != config_.map_size, "map_size", false);
     check(next.control.socket != config_.control.socket, "control.socket", false);
     check(next.control.group != config_.control.group, "control.group", false);
+    check(next.metrics.listen != config_.metrics.listen, "metrics.listen", false);
 
     // The settings that live in the kernel go first: if writing them fails,
     // nothing has changed (apply_policy() restores the old policy itself).

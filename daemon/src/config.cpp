@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "config.h"
 
+#include "metrics_server.h"
+
 #include <array>
 #include <fstream>
 #include <sstream>
@@ -113,8 +115,9 @@ tl::expected<Config, std::string> parse_config(std::string_view text, std::strin
     Config cfg;
     Parser p(source);
     p.check_keys(doc, "",
-                 std::array<std::string_view, 8>{"cgroup", "pin_dir", "map_size", "log_level",
-                                                 "control", "drain", "redirect", "policy"});
+                 std::array<std::string_view, 9>{"cgroup", "pin_dir", "map_size", "log_level",
+                                                 "control", "drain", "redirect", "policy",
+                                                 "metrics"});
     p.string(doc, "", "cgroup", cfg.cgroup, /*allow_empty=*/true);
     p.string(doc, "", "pin_dir", cfg.pin_dir, false);
     if (!p.failed() && !is_absolute_path(cfg.pin_dir)) p.fail("pin_dir", "must be an absolute path");
@@ -153,6 +156,13 @@ tl::expected<Config, std::string> parse_config(std::string_view text, std::strin
                       kMaxMaxUnreadBytes, /*zero_ok=*/true);
             cfg.redirect.max_unread_bytes = limit;
         }
+    }
+    if (const json* metrics = p.object(doc, "metrics")) {
+        p.check_keys(*metrics, "metrics", std::array<std::string_view, 1>{"listen"});
+        p.string(*metrics, "metrics", "listen", cfg.metrics.listen, /*allow_empty=*/true);
+        if (!p.failed() && !cfg.metrics.listen.empty())
+            if (auto ep = parse_listen_address(cfg.metrics.listen); !ep)
+                p.fail("metrics.listen", ep.error());
     }
     if (auto it = doc.find("policy"); it != doc.end() && !p.failed()) {
         auto policy = parse_policy(*it, "policy");
@@ -201,6 +211,7 @@ nlohmann::json config_to_json(const Config& c) {
          {{"max_unread_bytes", c.redirect.max_unread_bytes ? json(*c.redirect.max_unread_bytes)
                                                            : json("auto")}}},
         {"policy", policy_to_json(c.policy)},
+        {"metrics", {{"listen", c.metrics.listen}}},
     };
 }
 

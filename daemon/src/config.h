@@ -53,6 +53,12 @@ struct RedirectConfig {
     std::optional<std::uint64_t> max_unread_bytes;
 };
 
+struct MetricsConfig {
+    // "" = no endpoint; otherwise "HOST:PORT" or "[IPv6]:PORT" for the
+    // Prometheus endpoint (metrics_server.h). Restart to change.
+    std::string listen;
+};
+
 struct Config {
     std::string cgroup;  // cgroup v2 directory to attach to; "" = the cgroup v2 root
     std::string pin_dir = kDefaultPinDir;
@@ -62,6 +68,7 @@ struct Config {
     DrainConfig drain;
     RedirectConfig redirect;
     Policy policy;  // which connections may be accelerated (policy.h); live on reload
+    MetricsConfig metrics;
 };
 
 // Command-line settings that override the file, kept so a reload re-reads

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "daemon.h"
 
+#include "metrics.h"
+
 #include <csignal>
 #include <cstdlib>
 
@@ -126,12 +128,23 @@ void Daemon::start() {
     // server's destructor removes the socket file again.
     control_ = std::make_unique<ControlServer>(io_, config_.control, *notifying_handler_);
     if (auto r = control_->listen(); !r) throw StartupError(r.error().message());
+    if (!config_.metrics.listen.empty()) {
+        // Validated with the config; bound before anything is attached.
+        metrics_ = std::make_unique<MetricsServer>(
+            io_, *parse_listen_address(config_.metrics.listen), [this] { return metrics_text(); });
+        if (auto r = metrics_->listen(); !r) throw StartupError(r.error().message());
+    }
 
     dataplane_ = DataPlane::start({*cgroup, config_.pin_dir, config_.map_size,
                                    max_unread_bytes(config_.redirect), features_,
                                    std::move(*policy)});
     drain_ = std::make_unique<Drain>(*dataplane_);
     control_->start();
+    if (metrics_) {
+        metrics_->start();
+        spdlog::info("metrics: http://{}/metrics",
+                     config_.metrics.listen);
+    }
 
     log_kernel_selftest();
     const auto& info = dataplane_->info();
@@ -246,6 +259,7 @@ awaitable<void> Daemon::shutdown() {
             dataplane_->features().drain_iterator, config_.drain.stop_timeout_sec));
     }
     control_->stop();
+    if (metrics_) metrics_->stop();
 
     // Stop inserting and redirecting, then detach: new connections take
     // TCP, and every socket's next send takes TCP for good.
@@ -277,6 +291,25 @@ awaitable<void> Daemon::shutdown() {
     signals_.cancel();
     watchdog_timer_.cancel();
     io_.stop();
+}
+
+std::string Daemon::metrics_text() const {
+    MetricsSnapshot s;
+    s.version = std::string(proto::kSoftwareVersion);
+    s.abi = SOCKACCEL_ABI_VERSION;
+    s.kernel = kernel_release();
+    if (auto c = dataplane_->read_counters()) s.counters = *c;
+    if (auto e = dataplane_->count_entries()) s.map_entries = *e;
+    s.map_capacity = dataplane_->info().capacity;
+    s.attached = dataplane_->sockops_attached();
+    s.drain_active = background_running_;
+    s.drain_pending_sockets = drain_->last().pending;
+    s.drain_pending_bytes = drain_->last().pending_bytes;
+    s.drain_flushed_total = flushed_total_;
+    const auto& p = config_.policy;
+    for (const auto* r : {&p.include, &p.exclude})
+        s.policy_rules += r->ports.size() + r->cidrs.size() + r->cgroups.size();
+    return render_metrics(s);
 }
 
 std::string Daemon::status_summary() const {

@@ -37,6 +37,7 @@
 
 #include "config.h"
 #include "control_server.h"
+#include "metrics_server.h"
 #include "dataplane.h"
 #include "drain.h"
 #include "kernel_selftest.h"
@@ -72,6 +73,8 @@ private:
     // Notifications (notify.h). The one-line summary of the running state
     // for STATUS=; never fails (unreadable numbers show as "?").
     std::string status_summary() const;
+    // The Prometheus exposition of the current state (metrics.h).
+    std::string metrics_text() const;
     void notify_status();
     // RELOADING=1 before a reload (SIGHUP or the reload command), READY=1
     // with a fresh status after it, whether it succeeded or not.
@@ -134,6 +137,7 @@ private:
     std::unique_ptr<DataPlane> dataplane_;
     std::unique_ptr<Drain> drain_;
     std::unique_ptr<ControlServer> control_;
+    std::unique_ptr<MetricsServer> metrics_;  // only with metrics.listen
     Clock::time_point started_at_;
     // The EAGAIN self-test's outcome, reported in status kernel_issues (an
     // error there is reported as "unknown").

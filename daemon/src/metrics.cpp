@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "metrics.h"
+
+#include <array>
+
+namespace sockaccel {
+namespace {
+
+// One Prometheus counter per data-plane counter, in enum order (the
+// static_assert below keeps the table complete). Names are Prometheus-style
+// (what is counted, in base units, `_total`), not the protocol's.
+struct CounterMetric {
+    const char* name;
+    const char* help;
+};
+constexpr std::array<CounterMetric, SOCKACCEL_CNT__MAX> kCounterMetrics = {{
+    {"sockaccel_sockets_added_total", "Sockets inserted into the sockhash."},
+    {"sockaccel_add_failed_map_full_total", "Inserts refused because the sockhash was full."},
+    {"sockaccel_add_failed_other_total", "Inserts that failed for another reason."},
+    {"sockaccel_add_skipped_disabled_total", "Sockets not inserted because inserting was off."},
+    {"sockaccel_add_skipped_data_sent_total",
+     "Sockets not inserted because data had already left through TCP (TCP Fast Open)."},
+    {"sockaccel_redirected_messages_total",
+     "Messages redirected straight into the peer socket's receive queue."},
+    {"sockaccel_redirected_bytes_total",
+     "Bytes redirected straight into the peer socket's receive queue."},
+    {"sockaccel_redirect_misses_total", "Sends whose peer was not in the sockhash; they took TCP."},
+    {"sockaccel_tcp_path_sockets_total", "Sockets switched to TCP for good."},
+    {"sockaccel_passed_messages_total", "Messages of sockets in the sockhash that took TCP."},
+    {"sockaccel_passed_bytes_total", "Bytes of sockets in the sockhash that took TCP."},
+    {"sockaccel_storage_missing_total", "Sends from a socket without its state; should stay 0."},
+    {"sockaccel_backpressure_holds_total",
+     "Times a sender was held on TCP because its reader had too much unread."},
+    {"sockaccel_backpressure_resumes_total", "Times a held sender went back to redirecting."},
+    {"sockaccel_fin_removed_total", "Sockets that left the sockhash at their own FIN."},
+    {"sockaccel_fin_kept_total",
+     "Sockets kept at their FIN because their peer had redirected into them."},
+    {"sockaccel_gate_closed_sends_total", "Sends whose peer was already closing; they took TCP."},
+    {"sockaccel_peer_not_local_total",
+     "Accepted sockets not inserted: their peer is remote or not accelerated."},
+    {"sockaccel_unclaimed_removed_total",
+     "Connecting sockets removed because no local peer claimed them."},
+    {"sockaccel_policy_skipped_total", "Sockets the policy excluded."},
+}};
+
+void metric(std::string& out, std::string_view name, std::string_view type,
+            std::string_view help, std::string_view value, std::string_view labels = {}) {
+    out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+    out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+    out.append(name);
+    if (!labels.empty()) out.append("{").append(labels).append("}");
+    out.append(" ").append(value).append("\n");
+}
+
+void gauge(std::string& out, std::string_view name, std::string_view help, std::uint64_t v) {
+    metric(out, name, "gauge", help, std::to_string(v));
+}
+
+}  // namespace
+
+std::string escape_label_value(std::string_view value) {
+    std::string out;
+    out.reserve(value.size());
+    for (char c : value) {
+        if (c == '\\')
+            out += "\\\\";
+        else if (c == '"')
+            out += "\\\"";
+        else if (c == '\n')
+            out += "\\n";
+        else
+            out += c;
+    }
+    return out;
+}
+
+std::string render_metrics(const MetricsSnapshot& s) {
+    std::string out;
+    metric(out, "sockaccel_build_info", "gauge", "Version of sockacceld, its BPF ABI and the kernel.",
+           "1",
+           "version=\"" + escape_label_value(s.version) + "\",abi=\"" + std::to_string(s.abi) +
+               "\",kernel=\"" + escape_label_value(s.kernel) + "\"");
+    gauge(out, "sockaccel_attached", "1 if new connections are being accelerated.", s.attached);
+    if (s.map_entries)
+        gauge(out, "sockaccel_map_entries", "Sockets in the sockhash.", *s.map_entries);
+    gauge(out, "sockaccel_map_capacity", "Capacity of the sockhash.", s.map_capacity);
+    gauge(out, "sockaccel_drain_active", "1 while a background drain runs.", s.drain_active);
+    gauge(out, "sockaccel_drain_pending_sockets",
+          "Claimed sockets still waiting for their reader (unread redirected data).",
+          s.drain_pending_sockets);
+    gauge(out, "sockaccel_drain_pending_bytes", "Unread redirected bytes in pending sockets.",
+          s.drain_pending_bytes);
+    metric(out, "sockaccel_drain_flushed_sockets_total", "counter",
+           "Sockets removed from the sockhash by drains of this daemon process.",
+           std::to_string(s.drain_flushed_total));
+    gauge(out, "sockaccel_policy_rules", "Rules in the acceleration policy in force.",
+          s.policy_rules);
+    if (s.counters)
+        for (std::size_t i = 0; i < kCounterMetrics.size(); ++i)
+            metric(out, kCounterMetrics[i].name, "counter", kCounterMetrics[i].help,
+                   std::to_string((*s.counters)[i]));
+    return out;
+}
+
+}  // namespace sockaccel

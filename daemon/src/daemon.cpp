@@ -146,6 +146,7 @@ void Daemon::start() {
                      config_.metrics.listen);
     }
 
+    log_missing_features();
     log_kernel_selftest();
     const auto& info = dataplane_->info();
     auto entries = dataplane_->count_entries();
@@ -186,10 +187,19 @@ void Daemon::probe_features() {
     features_ = *probed;
     if (const char* off = std::getenv("SOCKACCEL_FEATURES_OFF")) {
         if (auto masked = mask_features(features_, off); !masked) throw StartupError(masked.error());
-        spdlog::warn("SOCKACCEL_FEATURES_OFF={}: running as if the kernel lacked them", off);
+        features_off_ = off;
     }
     if (auto missing = missing_required(features_)) throw StartupError(*missing);
     spdlog::debug("kernel features: {}", features_to_json(features_).dump());
+}
+
+void Daemon::log_missing_features() const {
+    // Only once the start has succeeded: a failed start prints its one
+    // error line and nothing else (kernel 6.1 lacks msg_tot_len, so these
+    // warnings are routine there).
+    if (!features_off_.empty())
+        spdlog::warn("SOCKACCEL_FEATURES_OFF={}: running as if the kernel lacked them",
+                     features_off_);
     if (!features_.sockmap_iterator)
         spdlog::warn("kernel feature missing: sockhash iterator (lossless flush and drain)");
     if (!features_.psock_msg_tot_len)

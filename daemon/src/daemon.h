@@ -114,6 +114,8 @@ private:
     // Runs the kernel feature probe; throws StartupError without a required
     // mechanism.
     void probe_features();
+    // Warnings for optional features the kernel lacks; after a successful start.
+    void log_missing_features() const;
     nlohmann::json status_features(const DataPlaneFeatures& loaded) const;
     // The back-pressure limit in bytes that `redirect` asks for ("auto"
     // resolved against this host's TCP receive buffer limit).
@@ -125,6 +127,7 @@ private:
     ConfigOverrides overrides_;
     Config config_;
 
+    std::string features_off_;  // SOCKACCEL_FEATURES_OFF, for the start-up log
     std::string cgroup_root_;             // the cgroup v2 mount (policy cgroup paths)
     const char* policy_source_ = "config";  // or "runtime" after policy-set
     boost::asio::io_context io_;

@@ -162,7 +162,9 @@ TEST_CASE("flush-map empties the map without losing a byte") {
         auto r = result(ctl.request("flush-map", {{"wait_ms", 300}}));
         CHECK(r["flushed"] == 1);  // the sender: nothing unread, nothing in flight
         CHECK(r["pending"] == 1);  // the receiver holds 200,000 unread bytes
-        CHECK(r["pending_bytes"] == 200000);
+        const bool exact = kernel_features().psock_msg_tot_len;  // not in 6.1
+        CHECK(r["pending_bytes"] == (exact ? 200000 : 0));
+        CHECK(r["pending_bytes_exact"] == exact);
         CHECK(r["background"] == true);
         auto s = result(ctl.request("status"));
         CHECK(s["drain"]["pending"] == 1);
@@ -182,7 +184,7 @@ TEST_CASE("flush-map empties the map without losing a byte") {
         CHECK(r["flushed"] == 2);
         CHECK(r["pending"] == 0);
         CHECK(r["dropped_sockets"] == 1);
-        CHECK(r["dropped_bytes"] == 123456);
+        CHECK(r["dropped_bytes"] == (kernel_features().psock_msg_tot_len ? 123456 : 0));
         CHECK(result(ctl.request("status"))["map"]["entries"] == 0);
         CHECK(p.close() == "ok closed");
     }
@@ -320,8 +322,9 @@ TEST_CASE("bad control input gets a clear error and never harms the daemon") {
         CHECK(result(other.request("ping")).empty());
         // Buffering is bounded by the socket buffers, not by the backlog.
         CHECK(rss_kib(daemon.pid()) < rss_before + 16 * 1024);
-        // The stalled connection is closed after the idle timeout.
-        CHECK(hog.closed_by_peer(std::chrono::seconds(10)));
+        // The stalled connection is closed after the idle timeout (bounded
+        // generously: under software emulation answering takes a while).
+        CHECK(hog.closed_by_peer(std::chrono::seconds(60)));
         writer.join();
     }
     ControlClient last(pins.socket());

@@ -130,7 +130,9 @@ TEST_CASE("stop with unread redirected data keeps the map pinned and loses nothi
     REQUIRE(daemon.stop(SIGTERM) == 0);
     INFO(daemon.log());
     CHECK(daemon.log().find("1 socket(s) are still in the sockhash") != std::string::npos);
-    CHECK(daemon.log().find("1 pending (200000 unread bytes)") != std::string::npos);
+    // The exact count needs psock->msg_tot_len (not in 6.1).
+    CHECK(daemon.log().find(kernel_features().psock_msg_tot_len ? "1 pending (200000 unread bytes)"
+                                                                : "1 pending (") != std::string::npos);
     CHECK(cg.attached_programs(BPF_CGROUP_SOCK_OPS) == 0);  // detached all the same
     CHECK(pins.has("sock_hash"));
     CHECK_FALSE(pins.has("sockops_link"));

@@ -395,6 +395,15 @@ nlohmann::json wait_entries(ControlClient& ctl, std::uint64_t entries, bool at_l
     return status;
 }
 
+const KernelFeatures& kernel_features() {
+    static const KernelFeatures features = [] {
+        auto probed = probe_kernel_features();
+        if (!probed) throw std::runtime_error("probe kernel features: " + probed.error().message());
+        return *probed;
+    }();
+    return features;
+}
+
 void check_integrity(const nlohmann::json& report) {
     INFO(report.dump());
     CHECK(report["exit_code"] == 0);

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "counters.h"
+#include "kernel_features.h"
 
 namespace sockaccel::test {
 
@@ -29,6 +30,11 @@ std::string ctl_binary();
 
 // The cgroup v2 mount point of this host.
 const std::string& cgroup_root();
+
+// What the running kernel offers, probed once with the daemon's own probe,
+// for expectations that differ between kernels (Debian 12's 6.1 has no
+// psock->msg_tot_len: no exact unread byte counts and no back-pressure).
+const KernelFeatures& kernel_features();
 
 // Result of a finished child process.
 struct ProcessResult {

@@ -432,7 +432,8 @@ TEST_CASE("integrity: a receiver that stops reading for a while and then resumes
                 auto r = result(ctl.request("flush-map", {{"wait_ms", 100}}));
                 INFO("round " << round << ", pause " << pause << " flush " << r.dump());
                 CHECK(r["pending"].get<std::uint64_t>() >= 1);
-                CHECK(r["pending_bytes"].get<std::uint64_t>() > 0);
+                if (kernel_features().psock_msg_tot_len)  // counts need it (not in 6.1)
+                    CHECK(r["pending_bytes"].get<std::uint64_t>() > 0);
                 CHECK(r["dropped_sockets"] == 0);
                 pending_bytes += r["pending_bytes"].get<std::uint64_t>();
             },
@@ -486,6 +487,19 @@ TEST_CASE("integrity: back-pressure holds a sender whose receiver stops reading"
     REQUIRE(daemon.ready());
     ControlClient ctl(pins.socket());
     std::uint64_t max_unread = 0, max_accepted = 0;
+
+    if (!kernel_features().backpressure()) {
+        // Without psock->msg_tot_len (6.1) there is no back-pressure, and
+        // status says so; the queued data is still all delivered in order.
+        CHECK(result(ctl.request("status"))["features"]["backpressure"] == false);
+        HeldPair pair(cg.path(), "127.0.0.1");
+        const auto filled = pair.fill(16u << 20, 500);
+        REQUIRE(filled.rfind("ok filled ", 0) == 0);
+        CHECK(pair.read_all() == "ok read " + std::to_string(std::stoull(filled.substr(10))));
+        CHECK(pair.close() == "ok closed");
+        CHECK(daemon.stop() == 0);
+        return;
+    }
 
     // (a) A receiver that reads nothing while its peer tries to send 64 MiB. Without
     // back-pressure all 64 MiB would queue in its redirect queue; with it, the sender is

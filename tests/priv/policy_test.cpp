@@ -267,7 +267,8 @@ TEST_CASE("policy: --apply-existing moves connections the new policy excludes to
     auto r = result(set_policy(ctl, {{"exclude", {{"cidrs", {"127.0.0.0/8"}}}}}, true));
     INFO(r.dump());
     CHECK(r["apply_existing"]["pending"] == 1);
-    CHECK(r["apply_existing"]["pending_bytes"] == 150000);
+    CHECK(r["apply_existing"]["pending_bytes"] ==
+          (kernel_features().psock_msg_tot_len ? 150000 : 0));
     // Later sends take TCP; the receiver reads the redirected bytes, then
     // the TCP ones, in order.
     REQUIRE(v4.send(50000) == "ok sent 200000");

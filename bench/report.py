@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+#
+# Turns bench/run's raw measurements (one JSON line per run) into bench.json and bench.md.
+# Kept apart from bench/run so the summary can be regenerated from a saved results file.
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+# name: (description, [(metric label, unit, path into the result, lower is better)])
+SCENARIOS = {
+    "rr_tcp_64": ("round trip 64 B, TCP", "rr"),
+    "rr_tcp_4k": ("round trip 4 KiB, TCP", "rr"),
+    "rr_tcp_64k": ("round trip 64 KiB, TCP", "rr"),
+    "rr_unix_64": ("round trip 64 B, AF_UNIX (reference)", "rr"),
+    "rr_unix_4k": ("round trip 4 KiB, AF_UNIX (reference)", "rr"),
+    "rr_unix_64k": ("round trip 64 KiB, AF_UNIX (reference)", "rr"),
+    "stream_tcp_64": ("stream of 64 B writes, TCP", "stream"),
+    "stream_tcp_64k": ("stream of 64 KiB writes, TCP", "stream"),
+    "stream_unix_64": ("stream of 64 B writes, AF_UNIX (reference)", "stream"),
+    "stream_unix_64k": ("stream of 64 KiB writes, AF_UNIX (reference)", "stream"),
+    "iperf3": ("iperf3, loopback", "iperf3"),
+    "connrate": ("connect/accept/close, TCP", "connrate"),
+}
+METRICS = {
+    "rr": [("p50 latency", "µs", ("latency_us", "p50"), True),
+           ("p99 latency", "µs", ("latency_us", "p99"), True),
+           ("round trips", "1/s", ("round_trips_per_s",), False)],
+    "stream": [("throughput", "GB/s", ("gbytes_per_s",), False)],
+    "iperf3": [("throughput", "Gbit/s", ("gbit_per_s",), False),
+               ("retransmits", "per run", ("retransmits",), True)],
+    "connrate": [("connections", "1/s", ("connections_per_s",), False)],
+}
+
+
+def dig(d, path):
+    for k in path:
+        d = d[k]
+    return d
+
+
+def summary(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "runs": values}
+
+
+def fmt(v):
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("out")
+    for opt in ("rounds", "seconds", "iperf-seconds", "cpu", "quick", "load-before",
+                "load-after", "elapsed", "revision"):
+        ap.add_argument("--" + opt, default="")
+    a = ap.parse_args()
+
+    rows = [json.loads(line) for line in open(a.results) if line.strip()]
+    scen = {}
+    for name, (desc, kind) in SCENARIOS.items():
+        runs = [r for r in rows if r["scenario"] == name]
+        if not runs:
+            continue
+        entry = {"description": desc, "metrics": {}}
+        for label, unit, path, lower in METRICS[kind]:
+            off = [float(dig(r["result"], path)) for r in runs if r["phase"] == "off"]
+            on = [float(dig(r["result"], path)) for r in runs if r["phase"] == "on"]
+            m = {"unit": unit, "lower_is_better": lower, "off": summary(off), "on": summary(on)}
+            m["ratio_on_off"] = (m["on"]["median"] / m["off"]["median"]
+                                 if m["off"]["median"] else None)
+            entry["metrics"][label] = m
+        # Whether the "on" runs were really accelerated: the daemon's counters per run.
+        red, pas, added, holds, eag = [], [], [], [], []
+        for r in runs:
+            eag.append(r["result"].get("eagain_retries", 0))
+            if r["phase"] == "on" and r.get("stats"):
+                c = r["stats"]["counters"]
+                red.append(c["redirect_msgs"])
+                pas.append(c["pass_msgs"])
+                added.append(c["sockets_added"])
+                holds.append(c["backpressure_holds"])
+        entry["on_counters"] = {"redirect_msgs": red, "pass_msgs": pas, "sockets_added": added,
+                                "backpressure_holds": holds}
+        entry["eagain_retries_total"] = sum(eag)
+        scen[name] = entry
+
+    meta = {
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "revision": a.revision,
+        "rounds": int(a.rounds or 0),
+        "seconds_per_run": float(a.seconds or 0),
+        "iperf3_seconds": int(a.iperf_seconds or 0),
+        "rr_stream_cpu": a.cpu,
+        "quick": a.quick == "1",
+        "loadavg_before": a.load_before,
+        "loadavg_after": a.load_after,
+        "elapsed_s": int(a.elapsed or 0),
+        "order": "per scenario, off/on alternating; odd rounds off first, even rounds on first",
+    }
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "bench.json"), "w") as f:
+        json.dump({"meta": meta, "scenarios": scen, "raw": rows}, f, indent=2)
+
+    md = []
+    md.append("# sockaccel benchmark" + (" (quick smoke run: numbers mean nothing)" if meta["quick"] else ""))
+    md.append("")
+    pin = "both ends pinned to CPU " + a.cpu if a.cpu != "none" else "no CPU pinning"
+    md.append(f"{meta['date_utc']}, kernel {meta['kernel']}, {meta['cpus']} CPUs, revision "
+              f"{meta['revision']}. {meta['rounds']} round(s) of alternating off/on runs, "
+              f"{a.seconds} s per run (iperf3 {a.iperf_seconds} s); rr/stream: {pin}. "
+              f"Load average before/after: {a.load_before} / {a.load_after}.")
+    md.append("")
+    md.append("Off: sockacceld stopped. On: sockacceld attached to the benchmark's own cgroup. "
+              "Median over rounds, min–max in brackets. For latency and retransmits, lower is "
+              "better (ratio < 1 is a gain); otherwise higher is better. AF_UNIX does not go "
+              "through sockaccel: its ratio shows the noise level.")
+    md.append("")
+    md.append("| scenario | metric | off | on | on/off | on runs: msgs redirected / passed; sockets added (median) |")
+    md.append("| --- | --- | --- | --- | --- | --- |")
+    for name, e in scen.items():
+        red = e["on_counters"]["redirect_msgs"]
+        pas = e["on_counters"]["pass_msgs"]
+        added = e["on_counters"]["sockets_added"]
+        holds = e["on_counters"]["backpressure_holds"]
+        cnt = (f"{fmt(statistics.median(red))} / {fmt(statistics.median(pas))}; "
+               f"{fmt(statistics.median(added))}" if red else "–")
+        if holds and max(holds):
+            cnt += f"; back-pressure holds {fmt(statistics.median(holds))}"
+        first = True
+        for label, m in e["metrics"].items():
+            off, on = m["off"], m["on"]
+            ratio = f"×{m['ratio_on_off']:.2f}" if m["ratio_on_off"] is not None else "–"
+            md.append(f"| {e['description'] if first else ''} | {label} ({m['unit']}) | "
+                      f"{fmt(off['median'])} ({fmt(off['min'])}–{fmt(off['max'])}) | "
+                      f"{fmt(on['median'])} ({fmt(on['min'])}–{fmt(on['max'])}) | {ratio} | "
+                      f"{cnt if first else ''} |")
+            first = False
+    md.append("")
+
+    def ratio(name, label):
+        try:
+            return scen[name]["metrics"][label]["ratio_on_off"]
+        except KeyError:
+            return None
+
+    def med(name, label, phase):
+        try:
+            return scen[name]["metrics"][label][phase]["median"]
+        except KeyError:
+            return None
+
+    def show(v, unit=""):
+        return "not run" if v is None else f"{fmt(v)}{unit}"
+
+    def showr(v):
+        return "not run" if v is None else f"×{v:.2f}"
+
+    md.append("## Against the reference prototype (kernel-facts, same machine kind, no safety logic)")
+    md.append("")
+    md.append("| scenario | prototype off → on | prototype ratio | sockaccel off → on (this run) | sockaccel ratio |")
+    md.append("| --- | --- | --- | --- | --- |")
+    md.append(f"| iperf3 loopback | 19.8 → 37.3 Gbit/s | ×1.89 | "
+              f"{show(med('iperf3', 'throughput', 'off'))} → {show(med('iperf3', 'throughput', 'on'))} Gbit/s | "
+              f"{showr(ratio('iperf3', 'throughput'))} |")
+    md.append(f"| round trip 64 B, one core (p50) | 13.6 → 9.7 µs (AF_UNIX 8.6) | ×0.71 | "
+              f"{show(med('rr_tcp_64', 'p50 latency', 'off'))} → {show(med('rr_tcp_64', 'p50 latency', 'on'))} µs "
+              f"(AF_UNIX {show(med('rr_unix_64', 'p50 latency', 'off'))}) | "
+              f"{showr(ratio('rr_tcp_64', 'p50 latency'))} |")
+    md.append(f"| stream of 64 B writes, one core | 0.031 → 0.020 GB/s | ×0.65 | "
+              f"{show(med('stream_tcp_64', 'throughput', 'off'))} → {show(med('stream_tcp_64', 'throughput', 'on'))} GB/s | "
+              f"{showr(ratio('stream_tcp_64', 'throughput'))} |")
+    md.append("| wrk → nginx LB → nginx (req/s) | 48.4k → 72.6k | ×1.50 | not measured by bench/run yet | – |")
+    md.append("")
+    eag = {n: e["eagain_retries_total"] for n, e in scen.items() if e["eagain_retries_total"]}
+    if eag:
+        md.append(f"Blocking reads that returned EAGAIN (kernel-facts fact 3, retried): {eag}.")
+        md.append("")
+    unaccel = [n for n, e in scen.items()
+               if "tcp" in n or n in ("iperf3",)
+               if e["on_counters"]["redirect_msgs"] and min(e["on_counters"]["redirect_msgs"]) == 0]
+    if unaccel:
+        md.append(f"**Warning:** some 'on' runs redirected nothing: {', '.join(unaccel)}.")
+        md.append("")
+    text = "\n".join(md)
+    with open(os.path.join(a.out, "bench.md"), "w") as f:
+        f.write(text)
+    print(text)
+    if unaccel:
+        print(f"bench/run: warning: 'on' runs without redirects: {unaccel}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -457,24 +457,19 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 	 * sk_msg: without it the socket would have nowhere to record a TCP send.
 	 * No storage, no insert. */
 	sk = skops->sk;
-	if (!sk) {
-		count(SOCKACCEL_CNT_ADD_FAILED_OTHER, 1);
-		return 1;
-	}
+	err = -1;
+	if (!sk)
+		goto not_inserted;
 	st = bpf_sk_storage_get(&sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st) {
-		count(SOCKACCEL_CNT_ADD_FAILED_OTHER, 1);
-		return 1;
-	}
+	if (!st)
+		goto not_inserted;
 	if (gate_init & SOCKACCEL_GATE_LOCAL_PEER)
 		__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_LOCAL_PEER);
 
 	/* The gate word must exist before the socket can be a redirect target:
 	 * a sender without one takes TCP. */
-	if (bpf_map_update_elem(&redir_gate, &key, &gate_init, BPF_ANY)) {
-		count(SOCKACCEL_CNT_ADD_FAILED_OTHER, 1);
-		return 1;
-	}
+	if (bpf_map_update_elem(&redir_gate, &key, &gate_init, BPF_ANY))
+		goto not_inserted;
 
 	err = bpf_sock_hash_update(skops, &sock_hash, &key, BPF_NOEXIST);
 	if (err == 0) {
@@ -493,6 +488,7 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 	 * nobody to redirect to. Unclaim it, so it leaves at its first segment
 	 * (if it has not looked yet; otherwise at its FIN). */
 	bpf_map_delete_elem(&redir_gate, &key);
+not_inserted:
 	if (peer_gate)
 		__sync_fetch_and_and(peer_gate, ~(__u64)SOCKACCEL_GATE_LOCAL_PEER);
 	if (err == -E2BIG_ || err == -ENOMEM_)

@@ -25,6 +25,7 @@ SCENARIOS = {
     "stream_unix_64k": ("stream of 64 KiB writes, AF_UNIX (reference)", "stream"),
     "iperf3": ("iperf3, loopback", "iperf3"),
     "connrate": ("connect/accept/close, TCP", "connrate"),
+    "nginx": ("wrk -> nginx LB -> 2 nginx backends (keepalive)", "nginx"),
 }
 METRICS = {
     "rr": [("p50 latency", "µs", ("latency_us", "p50"), True),
@@ -34,6 +35,9 @@ METRICS = {
     "iperf3": [("throughput", "Gbit/s", ("gbit_per_s",), False),
                ("retransmits", "per run", ("retransmits",), True)],
     "connrate": [("connections", "1/s", ("connections_per_s",), False)],
+    "nginx": [("requests", "1/s", ("requests_per_s",), False),
+              ("p50 latency", "µs", ("latency_us", "p50"), True),
+              ("p99 latency", "µs", ("latency_us", "p99"), True)],
 }
 
 
@@ -188,7 +192,13 @@ def main():
     md.append(f"| stream of 64 B writes, one core | 0.031 → 0.020 GB/s | ×0.65 | "
               f"{show(med('stream_tcp_64', 'throughput', 'off'))} → {show(med('stream_tcp_64', 'throughput', 'on'))} GB/s | "
               f"{showr(ratio('stream_tcp_64', 'throughput'))} |")
-    md.append("| wrk → nginx LB → nginx (req/s) | 48.4k → 72.6k | ×1.50 | not measured by bench/run yet | – |")
+    md.append(f"| wrk → nginx LB → nginx (req/s) | 48.4k → 72.6k | ×1.50 | "
+              f"{show(med('nginx', 'requests', 'off'))} → {show(med('nginx', 'requests', 'on'))} | "
+              f"{showr(ratio('nginx', 'requests'))} |")
+    md.append(f"| the same, latency p50 / p99 | 631 → 420 µs / 2.77 → 1.62 ms | ×0.67 / ×0.58 | "
+              f"{show(med('nginx', 'p50 latency', 'off'))} → {show(med('nginx', 'p50 latency', 'on'))} µs / "
+              f"{show(med('nginx', 'p99 latency', 'off'))} → {show(med('nginx', 'p99 latency', 'on'))} µs | "
+              f"{showr(ratio('nginx', 'p50 latency'))} / {showr(ratio('nginx', 'p99 latency'))} |")
     md.append("")
     eag = {n: e["eagain_retries_total"] for n, e in scen.items() if e["eagain_retries_total"]}
     if eag:

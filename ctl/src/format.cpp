@@ -10,9 +10,6 @@
 namespace sockaccel::ctl {
 namespace {
 
-constexpr std::array<std::string_view, 7> kByteUnits = {"B",   "KiB", "MiB", "GiB",
-                                                        "TiB", "PiB", "EiB"};
-
 // Largest double below 2^64, so casts to uint64 stay defined.
 constexpr double kMaxU64AsDouble = 18446744073709549568.0;
 
@@ -33,30 +30,6 @@ void rtrim_spaces(std::string& line) {
 }
 
 }  // namespace
-
-std::string human_bytes(std::uint64_t bytes) {
-    if (bytes < 1024) return std::to_string(bytes) + " B";
-    // Exact integer arithmetic: a double would misround near unit boundaries
-    // for large values, and 2^64 * 10 does not fit in 64 bits.
-    using U128 = unsigned __int128;
-    std::size_t unit = 1;
-    U128 divisor = 1024;
-    while (unit + 1 < kByteUnits.size() && U128(bytes) >= divisor * 1024) {
-        divisor *= 1024;
-        ++unit;
-    }
-    U128 tenths = (U128(bytes) * 10 + divisor / 2) / divisor;
-    // Rounding may reach 1024.0 of this unit (e.g. 1048575 B); say 1.0 of
-    // the next one instead.
-    if (tenths >= 10240 && unit + 1 < kByteUnits.size()) {
-        divisor *= 1024;
-        ++unit;
-        tenths = (U128(bytes) * 10 + divisor / 2) / divisor;
-    }
-    auto whole = static_cast<std::uint64_t>(tenths / 10);
-    auto frac = static_cast<unsigned>(tenths % 10);
-    return std::to_string(whole) + "." + std::to_string(frac) + " " + std::string(kByteUnits[unit]);
-}
 
 std::string human_rate(double per_sec, RateUnit unit) {
     if (!std::isfinite(per_sec) || per_sec < 0) return "-";

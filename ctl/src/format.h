@@ -15,13 +15,13 @@
 #include <utility>
 #include <vector>
 
+#include "sockaccel/proto/units.h"
+
 namespace sockaccel::ctl {
 
-// Byte count with binary prefixes: below 1024 an exact integer ("0 B",
-// "1023 B"); from there one decimal, rounded half up, in the largest unit that
-// keeps the number below 1024 after rounding ("1.0 KiB", "1.5 MiB",
-// "1.0 MiB" for 1048575 rather than "1024.0 KiB"), up to EiB.
-std::string human_bytes(std::uint64_t bytes);
+// Byte counts as the daemon's STATUS= line spells them too
+// (sockaccel/proto/units.h).
+using proto::human_bytes;
 
 enum class RateUnit {
     kBytes,  // "512 B/s", "1.5 MiB/s" (human_bytes rules on the rounded value)

@@ -4,11 +4,12 @@
 #include <time.h>
 
 #include <algorithm>
-#include <array>
 #include <system_error>
 
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
+
+#include "sockaccel/proto/units.h"
 
 namespace sockaccel {
 
@@ -30,34 +31,11 @@ std::uint64_t monotonic_usec() {
 
 }  // namespace
 
-std::string status_bytes(std::uint64_t bytes) {
-    static constexpr std::array<const char*, 7> kUnits = {"B",   "KiB", "MiB", "GiB",
-                                                          "TiB", "PiB", "EiB"};
-    if (bytes < 1024) return std::to_string(bytes) + " B";
-    // Integer arithmetic in 128 bits: exact rounding at every unit
-    // boundary, and bytes * 10 cannot overflow.
-    using U128 = unsigned __int128;
-    std::size_t unit = 1;
-    U128 divisor = 1024;
-    while (unit + 1 < kUnits.size() && U128(bytes) >= divisor * 1024) {
-        divisor *= 1024;
-        ++unit;
-    }
-    U128 tenths = (U128(bytes) * 10 + divisor / 2) / divisor;
-    if (tenths >= 10240 && unit + 1 < kUnits.size()) {  // rounded up to 1024.0
-        divisor *= 1024;
-        ++unit;
-        tenths = (U128(bytes) * 10 + divisor / 2) / divisor;
-    }
-    return std::to_string(static_cast<std::uint64_t>(tenths / 10)) + "." +
-           std::to_string(static_cast<unsigned>(tenths % 10)) + " " + kUnits[unit];
-}
-
 std::string status_text(const StatusSnapshot& s) {
     std::string out = s.attached ? "accelerating " + count(s.sockets, "socket", "sockets")
                                  : "detached, " + count(s.sockets, "socket", "sockets") + " in map";
     out += ", ";
-    out += s.redirected_bytes ? status_bytes(*s.redirected_bytes) : std::string("?");
+    out += s.redirected_bytes ? proto::human_bytes(*s.redirected_bytes) : std::string("?");
     out += " redirected, ";
     out += s.drain_active ? "drain: " + std::to_string(s.drain_pending) + " pending"
                           : std::string("drain idle");

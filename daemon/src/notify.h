@@ -47,10 +47,6 @@ std::string status_text(const StatusSnapshot& s);
 std::string stopping_status_text(std::optional<std::uint64_t> sockets, bool will_drain,
                                  std::uint32_t timeout_sec);
 
-// Bytes with a binary prefix and one decimal: "0 B", "512 B", "1.0 KiB",
-// "7.9 MiB", "1.0 MiB" for 1048575 (never "1024.0 KiB"), up to EiB. Pure.
-std::string status_bytes(std::uint64_t bytes);
-
 // Makes `text` safe as the value of one sd_notify assignment: newlines
 // would start another assignment, so control characters become spaces.
 // Pure.

@@ -18,6 +18,7 @@
 
 #include "logging.h"
 #include "notify.h"
+#include "sockaccel/proto/units.h"
 
 using namespace sockaccel;
 
@@ -84,15 +85,15 @@ private:
 
 }  // namespace
 
-TEST_CASE("status_bytes uses binary prefixes with one decimal") {
-    CHECK(status_bytes(0) == "0 B");
-    CHECK(status_bytes(1023) == "1023 B");
-    CHECK(status_bytes(1024) == "1.0 KiB");
-    CHECK(status_bytes(1536) == "1.5 KiB");
-    CHECK(status_bytes(1048575) == "1.0 MiB");  // not "1024.0 KiB"
-    CHECK(status_bytes(8308850) == "7.9 MiB");
-    CHECK(status_bytes(5ull << 30) == "5.0 GiB");
-    CHECK(status_bytes(std::numeric_limits<std::uint64_t>::max()) == "16.0 EiB");
+TEST_CASE("STATUS= byte counts use binary prefixes with one decimal") {
+    CHECK(proto::human_bytes(0) == "0 B");
+    CHECK(proto::human_bytes(1023) == "1023 B");
+    CHECK(proto::human_bytes(1024) == "1.0 KiB");
+    CHECK(proto::human_bytes(1536) == "1.5 KiB");
+    CHECK(proto::human_bytes(1048575) == "1.0 MiB");  // not "1024.0 KiB"
+    CHECK(proto::human_bytes(8308850) == "7.9 MiB");
+    CHECK(proto::human_bytes(5ull << 30) == "5.0 GiB");
+    CHECK(proto::human_bytes(std::numeric_limits<std::uint64_t>::max()) == "16.0 EiB");
 }
 
 TEST_CASE("status_text summarises the running state in one line") {

@@ -337,6 +337,30 @@ Fd server_socket(const Options& o, Fd& server_side)
     return fd;
 }
 
+// The server side of a Pair in a forked child: it joins the cgroup, keeps only its own
+// ends, and runs body(socket, report) on the connected socket.
+template <typename Body>
+pid_t fork_pair_server(const Options& o, Pair& p, Pipe& report, Body&& body)
+{
+    const pid_t child = fork_server(report.w.get(), [&](ChildReport& r) {
+        join_cgroup(o.cgroup);
+        report.r.reset();
+        p.client.reset();
+        Fd s = server_socket(o, p.server_side);
+        body(s.get(), r);
+    });
+    report.w.reset();
+    return child;
+}
+
+// From a catch block of the parent: kills and reaps the server child, then rethrows.
+[[noreturn]] void abandon(pid_t child)
+{
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    throw;
+}
+
 // In the parent: the connected client socket.
 Fd client_socket(const Options& o, Pair& p)
 {
@@ -385,19 +409,14 @@ nlohmann::json run_rr(const Options& o)
 {
     Pair p = make_pair(o);
     Pipe report;
-    const pid_t child = fork_server(report.w.get(), [&](ChildReport& r) {
-        join_cgroup(o.cgroup);
-        report.r.reset();
-        p.client.reset();
-        Fd s = server_socket(o, p.server_side);
+    const pid_t child = fork_pair_server(o, p, report, [&](int s, ChildReport& r) {
         std::vector<char> buf(o.size);
-        while (read_full(s.get(), buf.data(), buf.size())) {
-            write_full(s.get(), buf.data(), buf.size());
+        while (read_full(s, buf.data(), buf.size())) {
+            write_full(s, buf.data(), buf.size());
             ++r.count;
             r.bytes += 2 * buf.size();
         }
     });
-    report.w.reset();
 
     std::uint64_t trips = 0;
     std::vector<double> lat_us;
@@ -424,9 +443,7 @@ nlohmann::json run_rr(const Options& o)
         elapsed = seconds_since(t0);
         ::shutdown(c.get(), SHUT_WR);
     } catch (...) {
-        ::kill(child, SIGKILL);
-        ::waitpid(child, nullptr, 0);
-        throw;
+        abandon(child);
     }
     const ChildReport r = receive_report(report.r.get(), child);
     if (r.count != trips)
@@ -463,16 +480,12 @@ nlohmann::json run_stream(const Options& o)
 {
     Pair p = make_pair(o);
     Pipe report;
-    const pid_t child = fork_server(report.w.get(), [&](ChildReport& r) {
-        join_cgroup(o.cgroup);
-        report.r.reset();
-        p.client.reset();
-        Fd s = server_socket(o, p.server_side);
+    const pid_t child = fork_pair_server(o, p, report, [&](int s, ChildReport& r) {
         // A large read buffer lets plain TCP hand over many small writes at once; the
         // receiver must not be the bottleneck of a sender-side comparison.
         std::vector<char> buf(256 * 1024);
         for (;;) {
-            const ssize_t n = ::read(s.get(), buf.data(), buf.size());
+            const ssize_t n = ::read(s, buf.data(), buf.size());
             if (n > 0) {
                 if (o.check_data) {
                     for (ssize_t i = 0; i < n; ++i)
@@ -486,13 +499,12 @@ nlohmann::json run_stream(const Options& o)
             } else if (errno == EINTR) {
             } else if (errno == EAGAIN) {
                 ++g_eagain;
-                wait_readable(s.get());
+                wait_readable(s);
             } else {
                 fail_errno("read");
             }
         }
     });
-    report.w.reset();
 
     std::uint64_t sent = 0, writes = 0, short_writes = 0;
     Clock::time_point t0;
@@ -519,9 +531,7 @@ nlohmann::json run_stream(const Options& o)
         }
         ::shutdown(c.get(), SHUT_WR);
     } catch (...) {
-        ::kill(child, SIGKILL);
-        ::waitpid(child, nullptr, 0);
-        throw;
+        abandon(child);
     }
     // The run ends when the receiver has seen EOF, i.e. has read every byte, not when the
     // last write returned: otherwise socket buffers would count as delivered.

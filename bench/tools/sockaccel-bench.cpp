@@ -2,9 +2,10 @@
 //
 // sockaccel-bench: the load tool behind bench/run. It measures what sockaccel changes for one
 // pair of local sockets (round-trip latency, one-way throughput) and what it costs per
-// connection (connect/accept/close rate), and prints one JSON line per run.
+// connection (connect/accept/close rate), and prints one JSON line per run. A fourth mode,
+// hold, keeps many idle connections open so the control plane can be timed against a full map.
 //
-// Every mode forks: the server is the child, the client the parent, so the two ends are two
+// rr, stream and connrate fork: the server is the child, the client the parent, so the two ends are two
 // processes as in real deployments, and both can be moved into the cgroup sockacceld watches.
 // Byte counts are always checked against the other side; any mismatch or error exits 1, so a
 // benchmark number is never reported for a run that lost or reordered data.
@@ -19,6 +20,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,6 +33,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <mutex>
 #include <numeric>
 #include <optional>
@@ -60,6 +63,7 @@ struct Options {
     std::string cgroup;
     int cpu = -1;
     unsigned parallel = 1;
+    std::size_t connections = 5000;
     bool exchange = false;
     bool check_data = false;
 };
@@ -660,6 +664,154 @@ nlohmann::json run_connrate(const Options& o)
             {"eagain_retries", g_eagain.load() + r.eagain}};
 }
 
+// Both ends of a connection are descriptors of the holding process. Without
+// CAP_SYS_RESOURCE (containers often drop it) a process cannot go above its hard limit, so
+// hold spreads the connections over as many processes as that limit requires.
+std::size_t connections_per_process()
+{
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) != 0)
+        fail_errno("getrlimit");
+    if (lim.rlim_cur < lim.rlim_max) {
+        lim.rlim_cur = lim.rlim_max;
+        if (::setrlimit(RLIMIT_NOFILE, &lim) != 0)
+            fail_errno("setrlimit RLIMIT_NOFILE");
+    }
+    // 64 descriptors of headroom for stdio, pipes and the listener. Loopback connections to
+    // one listener also share the ephemeral port range (about 28k ports by default).
+    const rlim_t usable = lim.rlim_cur > 128 ? (lim.rlim_cur - 64) / 2 : 32;
+    return static_cast<std::size_t>(std::min<rlim_t>(usable, 16384));
+}
+
+// Sends one byte each way over every connection and checks its value: a connection that a
+// flush (or anything else) broke, or a byte lost on the way, fails the run.
+void exchange_all(const std::vector<Fd>& clients, const std::vector<Fd>& servers, char tag)
+{
+    for (std::size_t i = 0; i < clients.size(); ++i) {
+        const char out[2] = {tag, static_cast<char>(tag + 1)};
+        char in = 0;
+        write_full(clients[i].get(), &out[0], 1);
+        if (!read_full(servers[i].get(), &in, 1) || in != out[0])
+            throw Error("connection " + std::to_string(i) + ": request byte lost or wrong");
+        write_full(servers[i].get(), &out[1], 1);
+        if (!read_full(clients[i].get(), &in, 1) || in != out[1])
+            throw Error("connection " + std::to_string(i) + ": reply byte lost or wrong");
+    }
+}
+
+// One holding process: opens n connections (both ends its own), checks them, says so on
+// ready (and closes it, so the parent sees EOF rather than waiting forever if a sibling
+// died), waits for EOF on go_fd, and checks them all again.
+void hold_worker(std::size_t n, Fd& ready, int go_fd, ChildReport& r)
+{
+    Fd listener = tcp_listener(1024);
+    const sockaddr_in to = local_addr(listener.get());
+    std::vector<Fd> clients, servers;
+    clients.reserve(n);
+    servers.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        clients.push_back(tcp_connect(to));
+        const int s = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (s < 0)
+            fail_errno("accept");
+        servers.emplace_back(s);
+    }
+    listener.reset();
+    exchange_all(clients, servers, 'a');
+    const char ok = 'r';
+    if (::write(ready.get(), &ok, 1) != 1)
+        fail_errno("write ready");
+    ready.reset();
+    char c;
+    while (::read(go_fd, &c, 1) < 0 && errno == EINTR) {
+    }
+    exchange_all(clients, servers, 'x');
+    r.count = n;
+}
+
+// hold: keeps o.connections idle TCP connections open (2 sockets each in sockacceld's map),
+// each checked with a byte each way; prints a "ready" JSON line and waits for a line (or EOF)
+// on stdin. Meanwhile the caller times status and flush-map against the full map. Then every
+// connection must still carry a byte each way, over whichever path the flush left it on.
+nlohmann::json run_hold(const Options& o)
+{
+    const std::size_t per = connections_per_process();
+    Pipe ready, go;
+    struct Worker {
+        pid_t pid;
+        Fd report;
+    };
+    std::vector<Worker> workers;
+    auto reap_all = [&workers] {
+        for (auto& w : workers) {
+            ::kill(w.pid, SIGKILL);
+            ::waitpid(w.pid, nullptr, 0);
+        }
+    };
+    const auto t0 = Clock::now();
+    try {
+        for (std::size_t left = o.connections; left > 0;) {
+            const std::size_t n = std::min(left, per);
+            left -= n;
+            Pipe report;
+            const pid_t pid = fork_server(report.w.get(), [&](ChildReport& r) {
+                ready.r.reset();
+                go.w.reset();
+                hold_worker(n, ready.w, go.r.get(), r);
+            });
+            workers.push_back({pid, std::move(report.r)});
+        }
+        ready.w.reset();
+        go.r.reset();
+        for (std::size_t i = 0; i < workers.size(); ++i) {
+            char c;
+            if (!read_full(ready.r.get(), &c, 1))
+                break;  // a worker failed; its report says why
+        }
+    } catch (...) {
+        reap_all();
+        throw;
+    }
+    const double open_s = seconds_since(t0);
+    std::printf("%s\n", nlohmann::json{{"mode", "hold"},
+                                       {"state", "ready"},
+                                       {"connections", o.connections},
+                                       {"processes", workers.size()},
+                                       {"open_seconds", open_s}}
+                            .dump()
+                            .c_str());
+    std::fflush(stdout);
+    std::string line;
+    std::getline(std::cin, line);
+
+    const auto t1 = Clock::now();
+    go.w.reset();  // EOF: every worker checks its connections again
+    std::uint64_t checked = 0, eagain = 0;
+    std::string error;
+    for (auto& w : workers) {
+        try {
+            const ChildReport r = receive_report(w.report.get(), w.pid);
+            checked += r.count;
+            eagain += r.eagain;
+        } catch (const std::exception& e) {
+            if (error.empty())
+                error = e.what();
+        }
+    }
+    if (!error.empty())
+        throw Error(error);
+    if (checked != o.connections)
+        throw Error("checked " + std::to_string(checked) + " of " +
+                    std::to_string(o.connections) + " connections");
+    return {{"mode", "hold"},
+            {"state", "done"},
+            {"connections", o.connections},
+            {"processes", workers.size()},
+            {"open_seconds", open_s},
+            {"verify_seconds", seconds_since(t1)},
+            {"eagain_retries", eagain}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv)
@@ -699,6 +851,14 @@ int main(int argc, char** argv)
         ->capture_default_str();
     connrate->add_flag("--exchange", o.exchange,
                        "The server sends one byte the client must read before closing");
+    auto* hold = app.add_subcommand(
+        "hold", "Open --connections idle TCP connections, print a ready line, wait for a line on "
+                "stdin, then check every connection still works");
+    hold->add_option("--cgroup", o.cgroup,
+                     "cgroup v2 directory to join before creating sockets");
+    hold->add_option("--connections", o.connections, "TCP connections (2 sockets each)")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{500000}))
+        ->capture_default_str();
 
     CLI11_PARSE(app, argc, argv);
 
@@ -712,8 +872,10 @@ int main(int argc, char** argv)
             result = run_rr(o);
         else if (*stream)
             result = run_stream(o);
-        else
+        else if (*connrate)
             result = run_connrate(o);
+        else
+            result = run_hold(o);
         if (o.cpu >= 0)
             result["cpu"] = o.cpu;
         result["cgroup"] = o.cgroup;

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
 #
-# Turns bench/run's raw measurements (one JSON line per run) into bench.json and bench.md.
-# Kept apart from bench/run so the summary can be regenerated from a saved results file.
+# Turns bench/run's raw measurements (one JSON line per run) into bench.json, bench.md and
+# PNG charts (charts.py). Kept apart from bench/run so the summary can be regenerated from a
+# saved results file.
 import argparse
 import json
 import os
@@ -67,6 +68,49 @@ def fmt(v):
     return f"{v:.3f}"
 
 
+def control_table(c):
+    """The control-plane section: one column per map size, values only (there is no 'off')."""
+    sizes = c["sizes"]
+    md = ["## Control plane", "",
+          "sockacceld attached to the benchmark cgroup with a map of "
+          f"{c['map_capacity']:,} entries; `sockaccel-bench hold` keeps idle loopback "
+          "connections open (2 sockets each). Round trips are medians "
+          f"(wire: {sizes[0]['status_wire_ms']['runs'] if sizes else '?'} requests on one "
+          "control connection; sockaccelctl: a new process each time). flush-map is the lossless "
+          "drain; afterwards every connection carried one byte each way.", ""]
+    md.append("| | idle | " + " | ".join(f"{s['sockets']:,} sockets" for s in sizes) + " |")
+    md.append("| --- | --- |" + " --- |" * len(sizes))
+    md.append(f"| `sockaccelctl status` (ms) | {fmt(c['status_cli_ms_idle']['p50'])} | " +
+              " | ".join(fmt(s["status_cli_ms"]["p50"]) for s in sizes) + " |")
+    md.append(f"| status on the wire (ms) | {fmt(c['status_wire_ms_idle']['p50'])} | " +
+              " | ".join(fmt(s["status_wire_ms"]["p50"]) for s in sizes) + " |")
+    md.append("| `sockaccelctl flush-map` (ms; daemon's elapsed_ms) | – | " +
+              " | ".join(f"{fmt(s['flush_cli_ms'])} ({s['flush']['elapsed_ms']})" for s in sizes) + " |")
+    md.append("| sockets flushed / left pending / dropped | – | " +
+              " | ".join(f"{s['flush']['flushed']:,} / {s['flush']['pending']} / "
+                         f"{s['flush']['dropped_sockets']}" for s in sizes) + " |")
+    md.append("| connections checked after the flush (s) | – | " +
+              " | ".join(f"{s['sockets'] // 2:,} ok ({fmt(s['verify_seconds'])})" for s in sizes) + " |")
+    md.append(f"| daemon RSS (MiB): loaded / after flush | {c['rss_kib_idle'] / 1024:.1f} | " +
+              " | ".join(f"{s['rss_kib_loaded'] / 1024:.1f} / {s['rss_kib_after_flush'] / 1024:.1f}"
+                         for s in sizes) + " |")
+    md.append("")
+    md.append(f"Kernel memory charged to the daemon's BPF maps (memlock, capacity "
+              f"{c['map_capacity']:,}): {c['bpf_map_memlock_bytes'] / 2**20:.1f} MiB.")
+    md.append("")
+    return md
+
+
+def write_charts(scen, control, out, meta):
+    """PNG charts next to bench.md; returns their file names (none if matplotlib is missing)."""
+    try:
+        import charts
+    except ImportError as e:
+        print(f"bench/report.py: no charts ({e}); install python3-matplotlib", file=sys.stderr)
+        return []
+    return charts.write(scen, control, out, meta)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
@@ -77,6 +121,7 @@ def main():
     a = ap.parse_args()
 
     rows = [json.loads(line) for line in open(a.results) if line.strip()]
+    control = next((r["result"] for r in rows if r["scenario"] == "control"), None)
     scen = {}
     for name, (desc, kind) in SCENARIOS.items():
         runs = [r for r in rows if r["scenario"] == name]
@@ -122,7 +167,8 @@ def main():
     }
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "bench.json"), "w") as f:
-        json.dump({"meta": meta, "scenarios": scen, "raw": rows}, f, indent=2)
+        json.dump({"meta": meta, "scenarios": scen, "control_plane": control, "raw": rows}, f,
+                  indent=2)
 
     md = []
     md.append("# sockaccel benchmark" + (" (quick smoke run: numbers mean nothing)" if meta["quick"] else ""))
@@ -200,6 +246,12 @@ def main():
               f"{show(med('nginx', 'p99 latency', 'off'))} → {show(med('nginx', 'p99 latency', 'on'))} µs | "
               f"{showr(ratio('nginx', 'p50 latency'))} / {showr(ratio('nginx', 'p99 latency'))} |")
     md.append("")
+    if control:
+        md.extend(control_table(control))
+    charts = write_charts(scen, control, a.out, meta)
+    if charts:
+        md.append("Charts: " + ", ".join(f"[{c}]({c})" for c in charts) + ".")
+        md.append("")
     eag = {n: e["eagain_retries_total"] for n, e in scen.items() if e["eagain_retries_total"]}
     if eag:
         md.append(f"Blocking reads that returned EAGAIN (kernel-facts fact 3, retried): {eag}.")

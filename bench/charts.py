@@ -24,6 +24,7 @@ GAIN_ROWS = [
     ("rr_tcp_64k", "p50 latency", "round trip 64 KiB: p50"),
     ("stream_tcp_64", "throughput", "stream of 64 B writes"),
     ("stream_tcp_64k", "throughput", "stream of 64 KiB writes"),
+    ("stream_tcp_64k_r16k", "throughput", "stream of 64 KiB writes, 16 KiB reads"),
     ("connrate", "connections", "connect/accept/close rate"),
     ("rr_unix_64", "p50 latency", "AF_UNIX round trip 64 B (noise)"),
     ("stream_unix_64k", "throughput", "AF_UNIX stream 64 KiB (noise)"),

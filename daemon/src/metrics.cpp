@@ -1,7 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "metrics.h"
 
+#include <prometheus/client_metric.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/metric_type.h>
+#include <prometheus/text_serializer.h>
+
 #include <array>
+#include <utility>
+#include <vector>
 
 namespace sockaccel {
 namespace {
@@ -43,63 +50,56 @@ constexpr std::array<CounterMetric, SOCKACCEL_CNT__MAX> kCounterMetrics = {{
     {"sockaccel_policy_skipped_total", "Sockets the policy excluded."},
 }};
 
-void metric(std::string& out, std::string_view name, std::string_view type,
-            std::string_view help, std::string_view value, std::string_view labels = {}) {
-    out.append("# HELP ").append(name).append(" ").append(help).append("\n");
-    out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
-    out.append(name);
-    if (!labels.empty()) out.append("{").append(labels).append("}");
-    out.append(" ").append(value).append("\n");
+prometheus::MetricFamily family(std::string name, std::string help, prometheus::MetricType type,
+                                double value, std::vector<prometheus::ClientMetric::Label> labels = {}) {
+    prometheus::ClientMetric m;
+    m.label = std::move(labels);
+    if (type == prometheus::MetricType::Counter)
+        m.counter.value = value;
+    else
+        m.gauge.value = value;
+    return {std::move(name), std::move(help), type, {std::move(m)}};
 }
 
-void gauge(std::string& out, std::string_view name, std::string_view help, std::uint64_t v) {
-    metric(out, name, "gauge", help, std::to_string(v));
+prometheus::MetricFamily gauge(std::string name, std::string help, std::uint64_t v) {
+    return family(std::move(name), std::move(help), prometheus::MetricType::Gauge,
+                  static_cast<double>(v));
 }
 
 }  // namespace
 
-std::string escape_label_value(std::string_view value) {
-    std::string out;
-    out.reserve(value.size());
-    for (char c : value) {
-        if (c == '\\')
-            out += "\\\\";
-        else if (c == '"')
-            out += "\\\"";
-        else if (c == '\n')
-            out += "\\n";
-        else
-            out += c;
-    }
-    return out;
-}
-
 std::string render_metrics(const MetricsSnapshot& s) {
-    std::string out;
-    metric(out, "sockaccel_build_info", "gauge", "Version of sockacceld, its BPF ABI and the kernel.",
-           "1",
-           "version=\"" + escape_label_value(s.version) + "\",abi=\"" + std::to_string(s.abi) +
-               "\",kernel=\"" + escape_label_value(s.kernel) + "\"");
-    gauge(out, "sockaccel_attached", "1 if new connections are being accelerated.", s.attached);
+    using prometheus::MetricType;
+    std::vector<prometheus::MetricFamily> families;
+    families.push_back(family("sockaccel_build_info",
+                              "Version of sockacceld, its BPF ABI and the kernel.",
+                              MetricType::Gauge, 1,
+                              {{"version", s.version},
+                               {"abi", std::to_string(s.abi)},
+                               {"kernel", s.kernel}}));
+    families.push_back(
+        gauge("sockaccel_attached", "1 if new connections are being accelerated.", s.attached));
     if (s.map_entries)
-        gauge(out, "sockaccel_map_entries", "Sockets in the sockhash.", *s.map_entries);
-    gauge(out, "sockaccel_map_capacity", "Capacity of the sockhash.", s.map_capacity);
-    gauge(out, "sockaccel_drain_active", "1 while a background drain runs.", s.drain_active);
-    gauge(out, "sockaccel_drain_pending_sockets",
-          "Claimed sockets still waiting for their reader (unread redirected data).",
-          s.drain_pending_sockets);
-    gauge(out, "sockaccel_drain_pending_bytes", "Unread redirected bytes in pending sockets.",
-          s.drain_pending_bytes);
-    metric(out, "sockaccel_drain_flushed_sockets_total", "counter",
-           "Sockets removed from the sockhash by drains of this daemon process.",
-           std::to_string(s.drain_flushed_total));
-    gauge(out, "sockaccel_policy_rules", "Rules in the acceleration policy in force.",
-          s.policy_rules);
+        families.push_back(gauge("sockaccel_map_entries", "Sockets in the sockhash.", *s.map_entries));
+    families.push_back(gauge("sockaccel_map_capacity", "Capacity of the sockhash.", s.map_capacity));
+    families.push_back(
+        gauge("sockaccel_drain_active", "1 while a background drain runs.", s.drain_active));
+    families.push_back(gauge("sockaccel_drain_pending_sockets",
+                             "Claimed sockets still waiting for their reader (unread redirected data).",
+                             s.drain_pending_sockets));
+    families.push_back(gauge("sockaccel_drain_pending_bytes",
+                             "Unread redirected bytes in pending sockets.", s.drain_pending_bytes));
+    families.push_back(family("sockaccel_drain_flushed_sockets_total",
+                              "Sockets removed from the sockhash by drains of this daemon process.",
+                              MetricType::Counter, static_cast<double>(s.drain_flushed_total)));
+    families.push_back(gauge("sockaccel_policy_rules", "Rules in the acceleration policy in force.",
+                             s.policy_rules));
     if (s.counters)
         for (std::size_t i = 0; i < kCounterMetrics.size(); ++i)
-            metric(out, kCounterMetrics[i].name, "counter", kCounterMetrics[i].help,
-                   std::to_string((*s.counters)[i]));
-    return out;
+            families.push_back(family(kCounterMetrics[i].name, kCounterMetrics[i].help,
+                                      MetricType::Counter,
+                                      static_cast<double>((*s.counters)[i])));
+    return prometheus::TextSerializer().Serialize(families);
 }
 
 }  // namespace sockaccel

@@ -5,16 +5,17 @@
 // metrics.listen). Names follow Prometheus conventions: a `sockaccel_`
 // prefix, base units, `_total` on counters.
 //
-// Debian 12 packages no C++ Prometheus client library, so this small writer
-// is ours; it covers exactly what the format needs here: HELP and TYPE
-// lines, counters and gauges, and escaped label values. Pure: the daemon
+// The text is written by prometheus-cpp's TextSerializer (Debian's
+// prometheus-cpp-dev, core library only): we describe metric families, it
+// handles the format, escaping included. Its registry and pull server are
+// not used: the values live in BPF maps and are read at scrape time, and
+// the HTTP side runs on the daemon's own io_context. Pure: the daemon
 // gathers the numbers into a MetricsSnapshot.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
-#include <string_view>
 
 #include "counters.h"
 
@@ -38,9 +39,5 @@ struct MetricsSnapshot {
 
 // The exposition text, ending in "\n".
 std::string render_metrics(const MetricsSnapshot& snapshot);
-
-// A label value escaped for the exposition format: backslash, double quote
-// and newline become \\, \" and \n.
-std::string escape_label_value(std::string_view value);
 
 }  // namespace sockaccel

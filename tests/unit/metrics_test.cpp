@@ -76,12 +76,17 @@ TEST_CASE("metrics: unreadable values are left out, not shown as 0") {
     CHECK(text.find("sockaccel_map_capacity 65536") != std::string::npos);
 }
 
-TEST_CASE("metrics: label values are escaped") {
-    CHECK(escape_label_value(R"(a"b\c)") == R"(a\"b\\c)");
-    CHECK(escape_label_value("x\ny") == "x\\ny");
+TEST_CASE("metrics: large counters are exact up to 2^53 (Prometheus values are float64)") {
     auto s = sample();
-    s.kernel = "6.1\"evil\n";
-    CHECK(render_metrics(s).find(R"(kernel="6.1\"evil\n"})") != std::string::npos);
+    (*s.counters)[SOCKACCEL_CNT_REDIRECT_BYTES] = 123456789012345;  // a month at ~50 MB/s
+    CHECK(render_metrics(s).find("sockaccel_redirected_bytes_total 123456789012345\n") !=
+          std::string::npos);
+}
+
+TEST_CASE("metrics: label values are escaped") {
+    auto s = sample();
+    s.kernel = "6.1\"evil\n\\x";
+    CHECK(render_metrics(s).find(R"(kernel="6.1\"evil\n\\x"})") != std::string::npos);
 }
 
 TEST_CASE("metrics: listen addresses") {

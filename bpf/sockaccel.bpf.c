@@ -86,7 +86,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536); /* set to the sockhash capacity before load */
 	__type(key, __u64);
-	__type(value, __u8);
+	__type(value, struct sockaccel_drain_verdict);
 } drain_delete SEC(".maps");
 
 struct {
@@ -634,6 +634,7 @@ int sockaccel_drain(struct bpf_iter__sockmap *ctx)
 {
 	struct seq_file *seq = ctx->meta->seq;
 	struct sockaccel_drain_record rec = {};
+	struct sockaccel_drain_verdict *verdict;
 	struct sockaccel_sk_state *st;
 	struct sockaccel_drain_ctl *dc;
 	struct sk_psock *psock;
@@ -700,14 +701,39 @@ int sockaccel_drain(struct bpf_iter__sockmap *ctx)
 			__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_QUIESCED);
 	} else if (dc->mode == SOCKACCEL_DRAIN_DELETE ||
 		   dc->mode == SOCKACCEL_DRAIN_FORCE_DELETE) {
-		if (bpf_map_lookup_elem(&drain_delete, &rec.cookie) &&
+		verdict = bpf_map_lookup_elem(&drain_delete, &rec.cookie);
+		if (verdict &&
 		    ((rec.status & SOCKACCEL_DRAIN_EMPTY) ||
 		     dc->mode == SOCKACCEL_DRAIN_FORCE_DELETE) &&
-		    bpf_map_delete_elem(&sock_hash, &rec.key) == 0)
+		    bpf_map_delete_elem(&sock_hash, &rec.key) == 0) {
 			rec.status |= SOCKACCEL_DRAIN_DELETED;
+			/* The record below may be discarded (see abi.h); this
+			 * is what the daemon counts. */
+			verdict->pending_bytes = rec.pending_bytes;
+			verdict->status = rec.status;
+		}
 	}
 	rec.sk_flags = st->flags;
 out:
 	bpf_seq_write(seq, &rec, sizeof(rec));
+	return 0;
+}
+
+/*
+ * Counts the sockhash's entries for status and metrics: each entry's socket
+ * cookie into the iterator's output, so user space counts with a few read()
+ * calls instead of one bpf(BPF_MAP_GET_NEXT_KEY) call per entry (about
+ * 1.6 us each; 160 ms for a map of 100,000 sockets). Cookies, not just a
+ * byte, because a walk may report an entry twice (see abi.h).
+ */
+SEC("iter/sockmap")
+int sockaccel_count(struct bpf_iter__sockmap *ctx)
+{
+	__u64 cookie;
+
+	if (!ctx->sk || !ctx->key)
+		return 0;
+	cookie = bpf_get_socket_cookie(ctx->sk);
+	bpf_seq_write(ctx->meta->seq, &cookie, sizeof(cookie));
 	return 0;
 }

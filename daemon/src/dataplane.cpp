@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <unordered_map>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -297,6 +298,7 @@ void DataPlane::open_and_load(const DataPlaneOptions& options) {
         if (int err = bpf_map__set_max_entries(skel_->maps.redir_gate, options.map_size))
             throw_bpf_error("set gate map capacity", err);
         bpf_program__set_autoload(skel_->progs.sockaccel_drain, drain_iterator);
+        bpf_program__set_autoload(skel_->progs.sockaccel_count, drain_iterator);
         bpf_program__set_autoload(skel_->progs.sockaccel_redirect, backpressure);
         bpf_program__set_autoload(skel_->progs.sockaccel_redirect_basic, !backpressure);
         adopt_or_reset_pins();
@@ -565,6 +567,7 @@ DataPlane::~DataPlane() {
     // alive, so nothing is detached and no socket's data is freed.
     link_fd_.reset();
     if (drain_link_) bpf_link__destroy(drain_link_);
+    if (count_link_) bpf_link__destroy(count_link_);
     if (skel_) sockaccel_bpf__destroy(skel_);
 }
 
@@ -686,8 +689,31 @@ Result<CounterValues> DataPlane::read_counters() const {
     return out;
 }
 
+Result<struct ::bpf_link*> DataPlane::sockhash_iter(struct ::bpf_program* prog,
+                                                    struct ::bpf_link*& link) const {
+    if (link) return link;
+    union bpf_iter_link_info linfo {};
+    linfo.map.map_fd = static_cast<__u32>(bpf_map__fd(skel_->maps.sock_hash));
+    LIBBPF_OPTS(bpf_iter_attach_opts, opts, .link_info = &linfo, .link_info_len = sizeof(linfo));
+    link = bpf_program__attach_iter(prog, &opts);
+    if (!link) {
+        int err = errno;
+        return sys_error(err, std::string("attach iterator ") + bpf_program__name(prog));
+    }
+    return link;
+}
+
 Result<std::uint64_t> DataPlane::count_entries() const {
-    return count_keys(bpf_map__fd(skel_->maps.sock_hash));
+    if (!features_.drain_iterator) return count_keys(bpf_map__fd(skel_->maps.sock_hash));
+    auto link = sockhash_iter(skel_->progs.sockaccel_count, count_link_);
+    if (!link) return tl::unexpected(link.error());
+    auto buf = read_iterator(*link);
+    if (!buf) return tl::unexpected(buf.error());
+    // Distinct cookies: the walk can visit an entry twice (abi.h).
+    std::vector<std::uint64_t> cookies(buf->size() / sizeof(std::uint64_t));
+    if (!cookies.empty()) std::memcpy(cookies.data(), buf->data(), cookies.size() * sizeof(cookies[0]));
+    std::sort(cookies.begin(), cookies.end());
+    return static_cast<std::uint64_t>(std::unique(cookies.begin(), cookies.end()) - cookies.begin());
 }
 
 Result<std::vector<SocketEntry>> DataPlane::list_entries(std::size_t limit) const {
@@ -708,51 +734,72 @@ Result<std::vector<SocketEntry>> DataPlane::list_entries(std::size_t limit) cons
 Result<std::vector<sockaccel_drain_record>> DataPlane::drain_pass(
     std::uint32_t mode, const std::vector<std::uint64_t>& delete_cookies) {
     if (!features_.drain_iterator) return sys_error(ENOTSUP, "drain iterator");
-    if (!drain_link_) {
-        // Attached once: an iterator link is a template, each bpf_iter_create
-        // below is one independent walk of the sockhash.
-        union bpf_iter_link_info linfo {};
-        linfo.map.map_fd = static_cast<__u32>(bpf_map__fd(skel_->maps.sock_hash));
-        LIBBPF_OPTS(bpf_iter_attach_opts, opts, .link_info = &linfo,
-                    .link_info_len = sizeof(linfo));
-        drain_link_ = bpf_program__attach_iter(skel_->progs.sockaccel_drain, &opts);
-        if (!drain_link_) {
-            int err = errno;
-            return sys_error(err, "attach drain iterator");
-        }
-    }
+    auto link = sockhash_iter(skel_->progs.sockaccel_drain, drain_link_);
+    if (!link) return tl::unexpected(link.error());
     __u32 zero = 0;
     sockaccel_drain_ctl ctl{};
     ctl.mode = mode;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.drain_ctl), &zero, &ctl, BPF_ANY) != 0)
         return errno_error("write drain control");
     const int del_fd = bpf_map__fd(skel_->maps.drain_delete);
-    const __u8 one = 1;
+    const sockaccel_drain_verdict candidate{};
     for (auto cookie : delete_cookies)
-        if (bpf_map_update_elem(del_fd, &cookie, &one, BPF_ANY) != 0)
+        if (bpf_map_update_elem(del_fd, &cookie, &candidate, BPF_ANY) != 0)
             return errno_error("fill drain delete set");
 
+    auto buf = read_iterator(*link);
+    // What was deleted, read before the candidates are removed again.
+    std::unordered_map<std::uint64_t, sockaccel_drain_verdict> deleted;
+    for (auto cookie : delete_cookies) {
+        sockaccel_drain_verdict v{};
+        if (bpf_map_lookup_elem(del_fd, &cookie, &v) == 0 && (v.status & SOCKACCEL_DRAIN_DELETED))
+            deleted.emplace(cookie, v);
+        bpf_map_delete_elem(del_fd, &cookie);
+    }
+    if (!buf) return tl::unexpected(buf.error());
+
+    // One record per socket: the walk can visit an entry twice (abi.h), and
+    // the later visit is the newer state.
+    const std::size_t count = buf->size() / sizeof(sockaccel_drain_record);
     std::vector<sockaccel_drain_record> out;
-    UniqueFd iter(bpf_iter_create(bpf_link__fd(drain_link_)));
-    if (!iter) return errno_error("create drain iterator");
+    out.reserve(count);
+    std::unordered_map<std::uint64_t, std::size_t> at;
+    for (std::size_t i = 0; i < count; ++i) {
+        sockaccel_drain_record r;
+        std::memcpy(&r, buf->data() + i * sizeof(r), sizeof(r));
+        auto [it, fresh] = at.try_emplace(r.cookie, out.size());
+        if (fresh)
+            out.push_back(r);
+        else
+            out[it->second] = r;
+    }
+    // A deletion is known from drain_delete even if its record was lost.
+    for (const auto& [cookie, v] : deleted) {
+        auto it = at.find(cookie);
+        if (it == at.end()) {
+            sockaccel_drain_record r{};
+            r.cookie = cookie;
+            it = at.emplace(cookie, out.size()).first;
+            out.push_back(r);
+        }
+        out[it->second].status = v.status;
+        out[it->second].pending_bytes = v.pending_bytes;
+    }
+    return out;
+}
+
+Result<std::vector<char>> DataPlane::read_iterator(struct ::bpf_link* link) const {
+    UniqueFd iter(bpf_iter_create(bpf_link__fd(link)));
+    if (!iter) return errno_error("create sockhash iterator");
     std::vector<char> buf;
     char chunk[16384];
     for (;;) {
-        ssize_t n = ::read(iter.get(), chunk, sizeof(chunk));
+        const ssize_t n = ::read(iter.get(), chunk, sizeof(chunk));
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            int err = errno;
-            for (auto cookie : delete_cookies) bpf_map_delete_elem(del_fd, &cookie);
-            return sys_error(err, "read drain iterator");
-        }
-        if (n == 0) break;
+        if (n < 0) return errno_error("read sockhash iterator");
+        if (n == 0) return buf;
         buf.insert(buf.end(), chunk, chunk + n);
     }
-    for (auto cookie : delete_cookies) bpf_map_delete_elem(del_fd, &cookie);
-    const std::size_t count = buf.size() / sizeof(sockaccel_drain_record);
-    out.resize(count);
-    if (count) std::memcpy(out.data(), buf.data(), count * sizeof(sockaccel_drain_record));
-    return out;
 }
 
 Result<StopOutcome> DataPlane::stop() {

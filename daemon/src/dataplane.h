@@ -147,7 +147,9 @@ public:
 
     Result<CounterValues> read_counters() const;
 
-    // Number of sockets in the sockhash (walks the keys).
+    // Number of sockets in the sockhash: one run of a counting iterator
+    // (a few read() calls), or, without the sockhash iterator, a walk of
+    // the keys (one bpf() call per entry).
     Result<std::uint64_t> count_entries() const;
 
     // Up to `limit` entries of the sockhash with their socket cookies.
@@ -155,8 +157,10 @@ public:
 
     // Runs the drain iterator once over the sockhash in `mode` (enum
     // sockaccel_drain_mode); for the DELETE modes, `delete_cookies` are the
-    // sockets it may remove. Returns one record per entry. ENOTSUP if the
-    // kernel refused the iterator (features().drain_iterator).
+    // sockets it may remove. Returns one record per socket (the last visit
+    // if the walk saw it twice), plus a record with only cookie, status and
+    // pending_bytes for a deletion whose own record was lost (abi.h).
+    // ENOTSUP if the kernel refused the iterator (features().drain_iterator).
     Result<std::vector<sockaccel_drain_record>> drain_pass(
         std::uint32_t mode, const std::vector<std::uint64_t>& delete_cookies);
 
@@ -193,11 +197,20 @@ private:
     std::string pin_path(const char* name) const;
     Result<void> update_config(const std::function<void(sockaccel_config&)>& change);
     Result<void> write_policy_entries(const EncodedPolicy& policy);
+    // The iterator link of `prog` over the sockhash, attached on first use
+    // into `link` (a link is a template; each bpf_iter_create() on it is
+    // one independent walk).
+    Result<struct ::bpf_link*> sockhash_iter(struct ::bpf_program* prog,
+                                             struct ::bpf_link*& link) const;
+    // One complete walk of an iterator link: everything it wrote.
+    Result<std::vector<char>> read_iterator(struct ::bpf_link* link) const;
 
     struct ::sockaccel_bpf* skel_ = nullptr;
     struct ::bpf_program* verdict_ = nullptr;  // the sk_msg program in use
     UniqueFd link_fd_;
     struct ::bpf_link* drain_link_ = nullptr;
+    // Attached lazily by the const count_entries(); owned like drain_link_.
+    mutable struct ::bpf_link* count_link_ = nullptr;
     AttachInfo info_;
     DataPlaneFeatures features_;
     bool stopped_ = false;

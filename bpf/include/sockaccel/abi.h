@@ -287,14 +287,29 @@ enum sockaccel_drain_status {
 	SOCKACCEL_DRAIN_BYTES_KNOWN = 1u << 3,   /* pending_bytes is exact */
 };
 
-/* One record per sockhash entry, written by the drain iterator to its
- * seq_file and read by the daemon. */
+/* One record per sockhash entry and visit, written by the drain iterator
+ * to its seq_file and read by the daemon. A walk of a sockhash that spans
+ * several read() calls resumes at the start of the hash bucket it stopped
+ * in (sock_hash_seq_start), so a pass may report an entry twice. And a
+ * record that overflows the iterator's output buffer is discarded and its
+ * entry visited again on the next read, which an entry that visit deleted
+ * does not survive. So the daemon keeps each cookie's last record and
+ * learns of deletions from drain_delete (below), not from records. */
 struct sockaccel_drain_record {
 	struct sockaccel_key key;
 	__u64 cookie;
 	__u64 pending_bytes; /* unread redirected bytes (exact if BYTES_KNOWN) */
 	__u32 sk_flags;      /* enum sockaccel_sk_flag, after this pass */
 	__u32 status;        /* enum sockaccel_drain_status */
+};
+
+/* Value of the drain_delete hash (key: socket cookie). The daemon writes
+ * zeros for each socket a DELETE pass may remove; the drain iterator fills
+ * it in when it removes that socket. */
+struct sockaccel_drain_verdict {
+	__u32 status;        /* the socket's enum sockaccel_drain_status, DELETED set */
+	__u32 pad;
+	__u64 pending_bytes; /* unread redirected bytes it held (dropped unless EMPTY) */
 };
 
 #ifdef __cplusplus
@@ -310,6 +325,7 @@ _Static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout")
 _Static_assert(sizeof(struct sockaccel_sk_state) == 16, "sockaccel_sk_state layout");
 _Static_assert(sizeof(struct sockaccel_drain_ctl) == 8, "sockaccel_drain_ctl layout");
 _Static_assert(sizeof(struct sockaccel_drain_record) == 72, "sockaccel_drain_record layout");
+_Static_assert(sizeof(struct sockaccel_drain_verdict) == 16, "sockaccel_drain_verdict layout");
 _Static_assert(sizeof(struct sockaccel_cidr_key) == 20, "sockaccel_cidr_key layout");
 #endif
 

@@ -106,7 +106,7 @@ def measure_size(a, sockets):
         out["flush_cli_ms"] = (time.perf_counter() - t0) * 1e3
         out["flush"] = flush
         if flush["flushed"] < entries or flush["pending"] or flush["dropped_sockets"]:
-            raise RuntimeError(f"flush-map left sockets behind or dropped some: {flush}")
+            raise RuntimeError(f"flush-map of {entries} sockets left some behind or dropped some: {flush}")
         out["rss_kib_after_flush"] = vm_rss_kib(a.daemon_pid)
         hold.stdin.write("go\n")
         hold.stdin.flush()

@@ -21,7 +21,7 @@ SCENARIOS = {
     "rr_unix_4k": ("round trip 4 KiB, AF_UNIX (reference)", "rr"),
     "rr_unix_64k": ("round trip 64 KiB, AF_UNIX (reference)", "rr"),
     "stream_tcp_64": ("stream of 64 B writes, TCP", "stream"),
-    "stream_tcp_64k": ("stream of 64 KiB writes, TCP", "stream"),
+    "stream_tcp_64k": ("stream of 64 KiB writes read 256 KiB at a time, TCP", "stream"),
     "stream_tcp_64k_r16k": ("stream of 64 KiB writes read 16 KiB at a time, TCP", "stream"),
     "stream_unix_64": ("stream of 64 B writes, AF_UNIX (reference)", "stream"),
     "stream_unix_64k": ("stream of 64 KiB writes, AF_UNIX (reference)", "stream"),

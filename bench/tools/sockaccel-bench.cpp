@@ -5,8 +5,9 @@
 // connection (connect/accept/close rate), and prints one JSON line per run. A fourth mode,
 // hold, keeps many idle connections open so the control plane can be timed against a full map.
 //
-// rr, stream and connrate fork: the server is the child, the client the parent, so the two ends are two
-// processes as in real deployments, and both can be moved into the cgroup sockacceld watches.
+// rr, stream and connrate fork: the server is the child, the client the parent, so the two ends
+// are two processes as in real deployments, and both can be moved into the cgroup sockacceld
+// watches.
 // Byte counts are always checked against the other side; any mismatch or error exits 1, so a
 // benchmark number is never reported for a run that lost or reordered data.
 

@@ -711,9 +711,11 @@ Result<std::uint64_t> DataPlane::count_entries() const {
     if (!buf) return tl::unexpected(buf.error());
     // Distinct cookies: the walk can visit an entry twice (abi.h).
     std::vector<std::uint64_t> cookies(buf->size() / sizeof(std::uint64_t));
-    if (!cookies.empty()) std::memcpy(cookies.data(), buf->data(), cookies.size() * sizeof(cookies[0]));
+    if (!cookies.empty())
+        std::memcpy(cookies.data(), buf->data(), cookies.size() * sizeof(cookies[0]));
     std::sort(cookies.begin(), cookies.end());
-    return static_cast<std::uint64_t>(std::unique(cookies.begin(), cookies.end()) - cookies.begin());
+    return static_cast<std::uint64_t>(std::unique(cookies.begin(), cookies.end()) -
+                                      cookies.begin());
 }
 
 Result<std::vector<SocketEntry>> DataPlane::list_entries(std::size_t limit) const {
@@ -743,9 +745,15 @@ Result<std::vector<sockaccel_drain_record>> DataPlane::drain_pass(
         return errno_error("write drain control");
     const int del_fd = bpf_map__fd(skel_->maps.drain_delete);
     const sockaccel_drain_verdict candidate{};
-    for (auto cookie : delete_cookies)
-        if (bpf_map_update_elem(del_fd, &cookie, &candidate, BPF_ANY) != 0)
-            return errno_error("fill drain delete set");
+    for (std::size_t i = 0; i < delete_cookies.size(); ++i) {
+        if (bpf_map_update_elem(del_fd, &delete_cookies[i], &candidate, BPF_ANY) != 0) {
+            int err = errno;
+            // A candidate left behind would be deleted by a later pass
+            // that did not plan it.
+            for (std::size_t j = 0; j < i; ++j) bpf_map_delete_elem(del_fd, &delete_cookies[j]);
+            return sys_error(err, "fill drain delete set");
+        }
+    }
 
     auto buf = read_iterator(*link);
     // What was deleted, read before the candidates are removed again.

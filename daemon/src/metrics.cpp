@@ -51,7 +51,8 @@ constexpr std::array<CounterMetric, SOCKACCEL_CNT__MAX> kCounterMetrics = {{
 }};
 
 prometheus::MetricFamily family(std::string name, std::string help, prometheus::MetricType type,
-                                double value, std::vector<prometheus::ClientMetric::Label> labels = {}) {
+                                double value,
+                                std::vector<prometheus::ClientMetric::Label> labels = {}) {
     prometheus::ClientMetric m;
     m.label = std::move(labels);
     if (type == prometheus::MetricType::Counter)
@@ -71,22 +72,23 @@ prometheus::MetricFamily gauge(std::string name, std::string help, std::uint64_t
 std::string render_metrics(const MetricsSnapshot& s) {
     using prometheus::MetricType;
     std::vector<prometheus::MetricFamily> families;
-    families.push_back(family("sockaccel_build_info",
-                              "Version of sockacceld, its BPF ABI and the kernel.",
-                              MetricType::Gauge, 1,
-                              {{"version", s.version},
-                               {"abi", std::to_string(s.abi)},
-                               {"kernel", s.kernel}}));
+    families.push_back(
+        family("sockaccel_build_info", "Version of sockacceld, its BPF ABI and the kernel.",
+               MetricType::Gauge, 1,
+               {{"version", s.version}, {"abi", std::to_string(s.abi)}, {"kernel", s.kernel}}));
     families.push_back(
         gauge("sockaccel_attached", "1 if new connections are being accelerated.", s.attached));
     if (s.map_entries)
-        families.push_back(gauge("sockaccel_map_entries", "Sockets in the sockhash.", *s.map_entries));
-    families.push_back(gauge("sockaccel_map_capacity", "Capacity of the sockhash.", s.map_capacity));
+        families.push_back(
+            gauge("sockaccel_map_entries", "Sockets in the sockhash.", *s.map_entries));
+    families.push_back(
+        gauge("sockaccel_map_capacity", "Capacity of the sockhash.", s.map_capacity));
     families.push_back(
         gauge("sockaccel_drain_active", "1 while a background drain runs.", s.drain_active));
-    families.push_back(gauge("sockaccel_drain_pending_sockets",
-                             "Claimed sockets still waiting for their reader (unread redirected data).",
-                             s.drain_pending_sockets));
+    families.push_back(
+        gauge("sockaccel_drain_pending_sockets",
+              "Claimed sockets still waiting for their reader (unread redirected data).",
+              s.drain_pending_sockets));
     families.push_back(gauge("sockaccel_drain_pending_bytes",
                              "Unread redirected bytes in pending sockets.", s.drain_pending_bytes));
     families.push_back(family("sockaccel_drain_flushed_sockets_total",
@@ -97,8 +99,7 @@ std::string render_metrics(const MetricsSnapshot& s) {
     if (s.counters)
         for (std::size_t i = 0; i < kCounterMetrics.size(); ++i)
             families.push_back(family(kCounterMetrics[i].name, kCounterMetrics[i].help,
-                                      MetricType::Counter,
-                                      static_cast<double>((*s.counters)[i])));
+                                      MetricType::Counter, static_cast<double>((*s.counters)[i])));
     return prometheus::TextSerializer().Serialize(families);
 }
 

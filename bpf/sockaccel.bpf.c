@@ -509,7 +509,7 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int bac
 	struct sockaccel_sk_state *st;
 	struct bpf_sock *sk = msg->sk;
 	__u32 size = msg->size;
-	__u64 limit, *gate;
+	__u64 limit, word, *gate;
 	struct sock *target;
 
 	if (!sk)
@@ -554,11 +554,16 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int bac
 
 	/* Announce the redirect on the peer's gate before deciding it; a peer
 	 * that has started closing may leave the map, so take TCP (see
-	 * gate_leave()). */
+	 * gate_leave()). Announcing once is enough: a peer whose word already
+	 * holds PEER_REDIRECTED stays at its FIN, so later sends only read the
+	 * word and do not write the peer's cache line on every message. */
 	gate = bpf_map_lookup_elem(&redir_gate, &peer);
 	if (!gate)
 		goto miss;
-	if (__sync_fetch_and_or(gate, SOCKACCEL_GATE_PEER_REDIRECTED) & SOCKACCEL_GATE_CLOSING) {
+	word = *(volatile __u64 *)gate;
+	if (!(word & SOCKACCEL_GATE_PEER_REDIRECTED))
+		word = __sync_fetch_and_or(gate, SOCKACCEL_GATE_PEER_REDIRECTED);
+	if (word & SOCKACCEL_GATE_CLOSING) {
 		count(SOCKACCEL_CNT_GATE_CLOSED_SENDS, 1);
 		goto mark_tcp_path;
 	}

@@ -235,11 +235,12 @@ struct sockaccel_sk_state {
 };
 
 /* Bits of the per-target gate word (the redir_gate map, keyed like the
- * sockhash by the target socket's key). A sender sets PEER_REDIRECTED on its
- * peer's word before every redirect verdict and takes TCP instead if CLOSING
- * was already set; at its FIN a socket sets CLOSING and, if PEER_REDIRECTED
- * was not set, leaves the sockhash. Both bits live in one word changed only
- * by atomic fetch-or, so exactly one side sees the other's bit: either the
+ * sockhash by the target socket's key). Before every redirect verdict a
+ * sender makes sure PEER_REDIRECTED is set on its peer's word (fetch-or the
+ * first time, a plain read once it is set) and takes TCP instead if CLOSING
+ * was set; at its FIN a socket sets CLOSING and, if PEER_REDIRECTED was not
+ * set, leaves the sockhash. Both bits live in one word changed only by
+ * atomic fetch-or, so exactly one side sees the other's bit: either the
  * sender backs off, or the closing socket sees that a redirect may be
  * queued and stays. */
 enum sockaccel_gate_bit {

@@ -9,6 +9,7 @@
 #ifndef SOCKACCEL_KERNEL_BPF_H
 #define SOCKACCEL_KERNEL_BPF_H
 
+#include <linux/bpf.h>
 #include <linux/types.h>
 
 struct list_head {
@@ -24,12 +25,43 @@ struct refcount_struct {
 	atomic_t refs;
 } __attribute__((preserve_access_index));
 
+struct sock;
+
 /* include/linux/skmsg.h. msg_tot_len (unread redirected bytes) exists in
- * recent kernels only; check with bpf_core_field_exists(). */
+ * recent kernels only; check with bpf_core_field_exists(). `link` lists one
+ * struct sk_psock_link per map the socket is in. */
 struct sk_psock {
+	struct sock *sk;
 	struct list_head ingress_msg;
 	__u32 msg_tot_len;
+	struct list_head link;
 	struct refcount_struct refcnt;
+} __attribute__((preserve_access_index));
+
+/* include/linux/bpf.h */
+struct bpf_map {
+	enum bpf_map_type map_type;
+	__u32 id;
+} __attribute__((preserve_access_index));
+
+/* net/core/sock_map.c (sock_map_add_link()): for a sockhash, link_raw is the
+ * map element, struct bpf_shtab_elem, which holds the entry's key. */
+struct sk_psock_link {
+	struct list_head list;
+	struct bpf_map *map;
+	void *link_raw;
+} __attribute__((preserve_access_index));
+
+struct bpf_shtab_elem {
+	struct sock *sk;
+	__u8 key[0];
+} __attribute__((preserve_access_index));
+
+/* net/core/sock_map.c: the sockhash behind a struct bpf_map (its first
+ * member). count is the number of entries, kept by the kernel on every
+ * insert and delete. */
+struct bpf_shtab {
+	atomic_t count;
 } __attribute__((preserve_access_index));
 
 struct sk_buff_head {
@@ -57,7 +89,18 @@ struct sock_cgroup_data {
 	struct cgroup *cgroup;
 } __attribute__((preserve_access_index));
 
+typedef struct {
+	__s64 counter;
+} atomic64_t;
+
+/* The socket cookie, generated on first use (sock_gen_cookie()); 0 until
+ * then. */
+struct sock_common {
+	atomic64_t skc_cookie;
+} __attribute__((preserve_access_index));
+
 struct sock {
+	struct sock_common __sk_common;
 	struct sk_buff_head sk_receive_queue; /* bytes that came through TCP */
 	void *sk_user_data;
 	struct sock_cgroup_data sk_cgrp_data; /* cgroup of the creating process */
@@ -78,8 +121,14 @@ struct sk_msg {
 	struct sock *sk_redir;
 } __attribute__((preserve_access_index));
 
+/* include/linux/net.h: the socket behind a socket file. */
+struct socket {
+	struct sock *sk;
+} __attribute__((preserve_access_index));
+
 struct seq_file;
-struct bpf_map;
+struct file;
+struct task_struct;
 
 struct bpf_iter_meta {
 	struct seq_file *seq;
@@ -92,6 +141,26 @@ struct bpf_iter__sockmap {
 	struct bpf_map *map;
 	void *key;
 	struct sock *sk;
+} __attribute__((preserve_access_index));
+
+/* The iterators the drain can walk with (kernel/bpf/task_iter.c,
+ * net/ipv4/tcp_ipv4.c, kernel/bpf/map_iter.c). */
+struct bpf_iter__task_file {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+	__u32 fd;
+	struct file *file;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__tcp {
+	struct bpf_iter_meta *meta;
+	struct sock_common *sk_common;
+	__u32 uid;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__bpf_map {
+	struct bpf_iter_meta *meta;
+	struct bpf_map *map;
 } __attribute__((preserve_access_index));
 
 /* sk_user_data carries flag bits in its low bits (SK_USER_DATA_NOCOPY,

@@ -89,6 +89,15 @@ struct {
 	__type(value, struct sockaccel_drain_verdict);
 } drain_delete SEC(".maps");
 
+/* Sockets a CLAIM_LISTED pass claims (key: socket cookie; value: enum
+ * sockaccel_drain_list). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536); /* set to the sockhash capacity before load */
+	__type(key, __u64);
+	__type(value, __u32);
+} drain_claim SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SOCKACCEL_CNT__MAX);
@@ -466,6 +475,11 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 	if (gate_init & SOCKACCEL_GATE_LOCAL_PEER)
 		__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_LOCAL_PEER);
 
+	/* The drain identifies sockets by cookie, and a walk that reaches a
+	 * socket only through an untrusted pointer (iter/task_file) can read
+	 * the cookie but not generate it. */
+	bpf_get_socket_cookie(skops);
+
 	/* The gate word must exist before the socket can be a redirect target:
 	 * a sender without one takes TCP. */
 	if (bpf_map_update_elem(&redir_gate, &key, &gate_init, BPF_ANY))
@@ -523,7 +537,7 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int bac
 	if (st->flags & SOCKACCEL_SK_TCP_PATH)
 		goto pass;
 	cfg = config_get();
-	if (!cfg || (st->flags & SOCKACCEL_SK_DRAINING) || !(cfg->flags & SOCKACCEL_CFG_REDIRECT))
+	if (!cfg || !(cfg->flags & SOCKACCEL_CFG_REDIRECT))
 		goto mark_tcp_path;
 	limit = backpressure ? cfg->max_unread_bytes : 0;
 	if (st->flags & SOCKACCEL_SK_HELD_BACK) {
@@ -617,12 +631,17 @@ int sockaccel_redirect_basic(struct sk_msg_md *msg)
 }
 
 /*
- * The drain, one pass per iteration over the sockhash (the daemon runs
- * passes until the sockets it claimed are gone, see daemon/src/drain.cpp):
+ * The drain, one pass per walk (the daemon runs passes until the sockets it
+ * claimed are gone, see daemon/src/drain.cpp):
  *
- *  CLAIM: mark each socket DRAINING: it never redirects again. Then SCAN.
+ *  CLAIM: claim each socket: set CLOSING on its gate word and on its
+ *    peer's, so nothing redirects into it and it redirects into nothing
+ *    (the verdict reads the target's word before every redirect), then
+ *    DRAIN_CLAIMED on its own. Then SCAN.
  *  CLAIM_POLICY: the same for the sockets the current policy no longer
  *    allows (policy-set --apply-existing).
+ *  CLAIM_LISTED: the same for the sockets listed in drain_claim, which an
+ *    earlier walk could not reach (see the backends below). Then SCAN.
  *  SCAN: a socket claimed in an earlier pass with no send in progress is
  *    QUIESCED: nothing it redirected is still in flight. Report each socket
  *    with its unread redirected bytes (psock->ingress_msg).
@@ -630,98 +649,279 @@ int sockaccel_redirect_basic(struct sk_msg_md *msg)
  *    are QUIESCED, empty, and whose peer is QUIESCED or gone, so nothing can
  *    arrive any more. Delete them if their queue is still empty.
  *
- * Deleting from here, inside the iteration, is what makes the check and the
- * delete one step: the daemon never deletes by key, so a socket that closed
- * and had its 4-tuple reused is never hit.
+ * The claim lives in the gate word, keyed like the sockhash, because every
+ * walk can reach that by key, whereas socket storage needs a socket pointer
+ * the verifier trusts, which iter/task_file does not give on recent kernels
+ * (it marks sock->sk untrusted). For the same reason the visit reads the
+ * cookie and the psock with fault-safe CO-RE reads.
+ *
+ * Deleting from the walk's own visit is what makes the check and the delete
+ * one step. Only BPF_TRACE_ITER programs may delete from a sockhash outside
+ * the socket's own events (may_update_sockmap() in kernel/bpf/verifier.c),
+ * and a kernel's security policy may refuse any iterator type, so the same
+ * visit runs behind three walks; the daemon loads the first one the kernel
+ * accepts (docs/architecture.md, "Drain backends"):
+ *  - sockaccel_drain (iter/sockmap): exactly the sockhash's entries;
+ *  - sockaccel_drain_files (iter/task_file): every socket in some task's
+ *    file table, every network namespace; blind to sockets in none
+ *    (io_uring fixed files, descriptors in flight in SCM_RIGHTS);
+ *  - sockaccel_drain_tcp (iter/tcp): every TCP socket of the network
+ *    namespace that creates the iterator, each visit under lock_sock().
+ * The last two find the entry, and its exact key, through the socket's psock
+ * (sock_hash_elem_of()), so they never delete by a key they computed.
  */
-SEC("iter/sockmap")
-int sockaccel_drain(struct bpf_iter__sockmap *ctx)
+
+/* Claims the socket keyed `key` (see above); returns its gate word. A
+ * socket without a word gets one: none meant that nothing could redirect
+ * into it, which CLOSING keeps true. The caller checked that the socket is
+ * not claimed yet; only one walk runs at a time (the daemon's), so the
+ * pass number is OR-ed into zero bits. */
+static __always_inline __u64 claim_socket(const struct sockaccel_key *key, __u32 pass)
 {
-	struct seq_file *seq = ctx->meta->seq;
-	struct sockaccel_drain_record rec = {};
+	__u64 closing = SOCKACCEL_GATE_CLOSING, *gate, *peer_gate;
+	struct sockaccel_key peer;
+
+	gate = bpf_map_lookup_elem(&redir_gate, key);
+	if (!gate) {
+		bpf_map_update_elem(&redir_gate, key, &closing, BPF_NOEXIST);
+		gate = bpf_map_lookup_elem(&redir_gate, key);
+		if (!gate)
+			return 0; /* not claimed; reported as such */
+	}
+	/* Atomic, full barrier: the marks are in place before anything this
+	 * walk reads next, and every send that starts later sees them. */
+	__sync_fetch_and_or(gate, SOCKACCEL_GATE_CLOSING);
+	__builtin_memset(&peer, 0, sizeof(peer));
+	sockaccel_key_peer(&peer, key);
+	/* No word: the verdict finds none either, and takes TCP. */
+	peer_gate = bpf_map_lookup_elem(&redir_gate, &peer);
+	if (peer_gate)
+		__sync_fetch_and_or(peer_gate, SOCKACCEL_GATE_CLOSING);
+	return __sync_fetch_and_or(gate, SOCKACCEL_GATE_DRAIN_CLAIMED |
+					 ((__u64)pass << SOCKACCEL_GATE_CLAIM_PASS_SHIFT)) |
+	       SOCKACCEL_GATE_DRAIN_CLAIMED | ((__u64)pass << SOCKACCEL_GATE_CLAIM_PASS_SHIFT);
+}
+
+/* The visit of one socket of sock_hash; rec->key is its entry's key.
+ * `helpers` (a constant at each call): sk is a pointer the socket helpers
+ * accept, so the cookie may be generated and socket storage read. */
+static __always_inline int drain_visit(struct seq_file *seq, struct sock *sk,
+				       struct sockaccel_drain_record *rec, struct sk_psock *psock,
+				       const int helpers)
+{
 	struct sockaccel_drain_verdict *verdict;
 	struct sockaccel_sk_state *st;
 	struct sockaccel_drain_ctl *dc;
-	struct sk_psock *psock;
-	struct sock *sk = ctx->sk;
-	void *key = ctx->key;
 	struct sockaccel_config *cfg;
 	struct list_head *head;
-	__u32 zero = 0, old;
+	__u32 zero = 0, *listed;
+	__u64 word, *gate;
 	int claim;
 
-	if (!sk || !key)
-		return 0;
 	dc = bpf_map_lookup_elem(&drain_ctl, &zero);
 	if (!dc)
 		return 0;
-	/* The iterator's key is read-only memory; helpers need a copy. */
-	if (bpf_probe_read_kernel(&rec.key, sizeof(rec.key), key))
+	if (helpers)
+		rec->cookie = bpf_get_socket_cookie(sk);
+	else
+		rec->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	/* No cookie yet (inserted by an older sockops that did not make one):
+	 * not visited. The daemon lists the map's entries for sockets a walk
+	 * misses, and reading an entry generates its cookie. */
+	if (!rec->cookie)
 		return 0;
-	rec.cookie = bpf_get_socket_cookie(sk);
 
-	psock = sk_psock_of(sk);
 	if (psock) {
 		head = (struct list_head *)((void *)psock +
 					    bpf_core_field_offset(struct sk_psock, ingress_msg));
 		if (BPF_CORE_READ(psock, ingress_msg.next) == head)
-			rec.status |= SOCKACCEL_DRAIN_EMPTY;
+			rec->status |= SOCKACCEL_DRAIN_EMPTY;
 		if (bpf_core_field_exists(psock->msg_tot_len)) {
-			rec.pending_bytes = BPF_CORE_READ(psock, msg_tot_len);
-			rec.status |= SOCKACCEL_DRAIN_BYTES_KNOWN;
+			rec->pending_bytes = BPF_CORE_READ(psock, msg_tot_len);
+			rec->status |= SOCKACCEL_DRAIN_BYTES_KNOWN;
 		}
 	}
 
-	st = bpf_sk_storage_get(&sk_state, sk, 0, 0);
-	if (!st) {
-		rec.status |= SOCKACCEL_DRAIN_FOREIGN;
-		goto out;
+	if (helpers) {
+		st = bpf_sk_storage_get(&sk_state, sk, 0, 0);
+		if (st)
+			rec->sk_flags = st->flags;
+		else
+			rec->status |= SOCKACCEL_DRAIN_FOREIGN;
+	} else {
+		rec->status |= SOCKACCEL_DRAIN_FLAGS_UNKNOWN;
 	}
 
+	gate = bpf_map_lookup_elem(&redir_gate, &rec->key);
+	word = gate ? *(volatile __u64 *)gate : 0;
 	if (dc->mode == SOCKACCEL_DRAIN_CLAIM || dc->mode == SOCKACCEL_DRAIN_SCAN ||
-	    dc->mode == SOCKACCEL_DRAIN_CLAIM_POLICY) {
-		/* Atomic: the full barrier orders the mark before anything this
-		 * socket's next sendmsg reads. */
+	    dc->mode == SOCKACCEL_DRAIN_CLAIM_POLICY || dc->mode == SOCKACCEL_DRAIN_CLAIM_LISTED) {
 		claim = dc->mode == SOCKACCEL_DRAIN_CLAIM;
+		if (dc->mode == SOCKACCEL_DRAIN_CLAIM_LISTED) {
+			listed = bpf_map_lookup_elem(&drain_claim, &rec->cookie);
+			claim = listed && *listed == SOCKACCEL_DRAIN_LIST_CLAIM;
+			if (listed && *listed == SOCKACCEL_DRAIN_LIST_CLAIM_POLICY) {
+				cfg = config_get();
+				claim = cfg && !policy_allows(sk, &rec->key, cfg->policy);
+			}
+		}
 		if (dc->mode == SOCKACCEL_DRAIN_CLAIM_POLICY) {
 			cfg = config_get();
-			claim = cfg && !policy_allows(sk, &rec.key, cfg->policy);
+			claim = cfg && !policy_allows(sk, &rec->key, cfg->policy);
 		}
-		if (claim)
-			old = __sync_fetch_and_or(&st->flags, SOCKACCEL_SK_DRAINING);
-		else
-			old = st->flags;
-		/* QUIESCED only for a mark made by an earlier pass: that pass's
+		if (claim && !(word & SOCKACCEL_GATE_DRAIN_CLAIMED)) {
+			word = claim_socket(&rec->key, dc->pass);
+			gate = bpf_map_lookup_elem(&redir_gate, &rec->key);
+		}
+		/* QUIESCED only for a claim made by an earlier pass: that pass's
 		 * syscall has completed, so every send that starts later sees the
-		 * mark, and "no send in progress" now means none missed it. */
+		 * marks, and "no send in progress" now means none missed them. (A
+		 * socket open in several descriptors is visited several times in
+		 * one iter/task_file pass, hence the pass number.) */
 		/* tcp_bpf_sendmsg() holds a psock reference for the whole call,
 		 * including the unlocked redirect into the peer
 		 * (tcp_bpf_send_verdict -> tcp_bpf_sendmsg_redir, in
 		 * net/ipv4/tcp_bpf.c). A count of 1 is the sockhash's own
 		 * reference: no send is in progress. Safe, but conservative: a
 		 * thread blocked in recvmsg also holds one, so such a socket
-		 * drains once that read returns. */
-		if ((old & SOCKACCEL_SK_DRAINING) && !(old & SOCKACCEL_SK_QUIESCED) && psock &&
+		 * drains once that read returns. None of the walks takes a psock
+		 * reference of its own. */
+		if (gate && (word & SOCKACCEL_GATE_DRAIN_CLAIMED) &&
+		    !(word & SOCKACCEL_GATE_DRAIN_QUIESCED) &&
+		    (__u32)(word >> SOCKACCEL_GATE_CLAIM_PASS_SHIFT) != dc->pass && psock &&
 		    BPF_CORE_READ(psock, refcnt.refs.counter) == 1)
-			__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_QUIESCED);
+			word = __sync_fetch_and_or(gate, SOCKACCEL_GATE_DRAIN_QUIESCED) |
+			       SOCKACCEL_GATE_DRAIN_QUIESCED;
 	} else if (dc->mode == SOCKACCEL_DRAIN_DELETE ||
 		   dc->mode == SOCKACCEL_DRAIN_FORCE_DELETE) {
-		verdict = bpf_map_lookup_elem(&drain_delete, &rec.cookie);
+		verdict = bpf_map_lookup_elem(&drain_delete, &rec->cookie);
 		if (verdict &&
-		    ((rec.status & SOCKACCEL_DRAIN_EMPTY) ||
+		    ((rec->status & SOCKACCEL_DRAIN_EMPTY) ||
 		     dc->mode == SOCKACCEL_DRAIN_FORCE_DELETE) &&
-		    bpf_map_delete_elem(&sock_hash, &rec.key) == 0) {
-			rec.status |= SOCKACCEL_DRAIN_DELETED;
+		    bpf_map_delete_elem(&sock_hash, &rec->key) == 0) {
+			rec->status |= SOCKACCEL_DRAIN_DELETED;
 			/* The record below may be discarded (see abi.h); this
 			 * is what the daemon counts. */
-			verdict->pending_bytes = rec.pending_bytes;
-			verdict->status = rec.status;
+			verdict->pending_bytes = rec->pending_bytes;
+			verdict->status = rec->status;
 		}
 	}
-	rec.sk_flags = st->flags;
-out:
-	bpf_seq_write(seq, &rec, sizeof(rec));
+	if (word & SOCKACCEL_GATE_DRAIN_CLAIMED)
+		rec->status |= SOCKACCEL_DRAIN_CLAIMED;
+	if (word & SOCKACCEL_GATE_DRAIN_QUIESCED)
+		rec->status |= SOCKACCEL_DRAIN_QUIESCED;
+	bpf_seq_write(seq, rec, sizeof(*rec));
 	return 0;
+}
+
+SEC("iter/sockmap")
+int sockaccel_drain(struct bpf_iter__sockmap *ctx)
+{
+	struct sockaccel_drain_record rec = {};
+	struct sock *sk = ctx->sk;
+	void *key = ctx->key;
+
+	if (!sk || !key)
+		return 0;
+	/* The iterator's key is read-only memory; helpers need a copy. */
+	if (bpf_probe_read_kernel(&rec.key, sizeof(rec.key), key))
+		return 0;
+	return drain_visit(ctx->meta->seq, sk, &rec, sk_psock_of(sk), 1);
+}
+
+/*
+ * The sock_hash element that holds `sk`, or NULL if `sk` is not in
+ * sock_hash. Each map a socket is in adds a struct sk_psock_link to
+ * psock->link (sock_map_add_link() in net/core/sock_map.c); for a sockhash
+ * its link_raw is the element, which carries the entry's key. The list is
+ * read without psock->link_lock, through fault-safe CO-RE reads: a link
+ * removed under us can only make this answer NULL (the socket is treated
+ * as not ours on this pass) or name an element whose sk we check.
+ * sk_user_data of a socket outside any sockmap may belong to another
+ * subsystem, hence the psock->sk check first.
+ */
+#define SOCKACCEL_PSOCK_LINKS_MAX 8
+
+static __always_inline void *sock_hash_elem_of(struct sock *sk, struct sk_psock *psock)
+{
+	struct list_head *head, *pos;
+	struct sk_psock_link *link;
+	void *elem;
+	int i;
+
+	if (!psock || (void *)BPF_CORE_READ(psock, sk) != (void *)sk)
+		return NULL;
+	head = (struct list_head *)((void *)psock + bpf_core_field_offset(struct sk_psock, link));
+	pos = BPF_CORE_READ(psock, link.next);
+	for (i = 0; i < SOCKACCEL_PSOCK_LINKS_MAX; i++) {
+		if (!pos || pos == head)
+			return NULL;
+		link = (struct sk_psock_link *)((void *)pos -
+						 bpf_core_field_offset(struct sk_psock_link, list));
+		if ((void *)BPF_CORE_READ(link, map) == (void *)&sock_hash) {
+			elem = BPF_CORE_READ(link, link_raw);
+			if (!elem || (void *)BPF_CORE_READ((struct bpf_shtab_elem *)elem, sk) != (void *)sk)
+				return NULL;
+			return elem;
+		}
+		pos = BPF_CORE_READ(pos, next);
+	}
+	return NULL;
+}
+
+/* Visits `sk` if it is in sock_hash, with the key its element holds. */
+static __always_inline int drain_visit_if_ours(struct seq_file *seq, struct sock *sk,
+					       const int helpers)
+{
+	struct sockaccel_drain_record rec = {};
+	struct sk_psock *psock = sk_psock_of(sk);
+	void *elem = sock_hash_elem_of(sk, psock);
+
+	if (!elem)
+		return 0;
+	if (bpf_probe_read_kernel(&rec.key, sizeof(rec.key),
+				  elem + bpf_core_field_offset(struct bpf_shtab_elem, key)))
+		return 0;
+	return drain_visit(seq, sk, &rec, psock, helpers);
+}
+
+/* A socket open in several descriptors or processes is visited once per
+ * descriptor; the visit is idempotent and the daemon keeps one record per
+ * cookie. Threads sharing their leader's file table are skipped by the
+ * kernel (task_file_seq_get_next()). */
+SEC("iter/task_file")
+int sockaccel_drain_files(struct bpf_iter__task_file *ctx)
+{
+	struct file *file = ctx->file;
+	struct socket *sock;
+	struct sock *sk;
+
+	if (!file)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	/* Untrusted to the verifier on recent kernels: CO-RE reads only. */
+	sk = sock->sk;
+	if (!sk)
+		return 0;
+	return drain_visit_if_ours(ctx->meta->seq, sk, 0);
+}
+
+SEC("iter/tcp")
+int sockaccel_drain_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct tcp_sock *tp;
+
+	if (!skc)
+		return 0;
+	/* NULL for request and time-wait sockets, which are never in a
+	 * sockhash. */
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	return drain_visit_if_ours(ctx->meta->seq, (struct sock *)tp, 1);
 }
 
 /*
@@ -743,5 +943,29 @@ int sockaccel_count(struct bpf_iter__sockmap *ctx)
 		return 0;
 	cookie = bpf_get_socket_cookie(sk);
 	bpf_seq_write(ctx->meta->seq, &cookie, sizeof(cookie));
+	return 0;
+}
+
+/*
+ * Counts the sockhash's entries without visiting them: the kernel keeps the
+ * number in struct bpf_shtab (sock_hash_alloc_elem() and
+ * sock_hash_free_elem() in net/core/sock_map.c), and a walk over the maps
+ * reads it. Writes a struct sockaccel_map_count for every sockhash on the
+ * host; the daemon keeps the one with its map's id. (Comparing with
+ * &sock_hash here would let the compiler read through the map pointer,
+ * which the verifier refuses.) Preferred to sockaccel_count where both
+ * load: its cost does not grow with the sockets.
+ */
+SEC("iter/bpf_map")
+int sockaccel_count_map(struct bpf_iter__bpf_map *ctx)
+{
+	struct sockaccel_map_count out = {};
+	struct bpf_map *map = ctx->map;
+
+	if (!map || BPF_CORE_READ(map, map_type) != BPF_MAP_TYPE_SOCKHASH)
+		return 0;
+	out.map_id = BPF_CORE_READ(map, id);
+	out.count = BPF_CORE_READ((struct bpf_shtab *)map, count.counter);
+	bpf_seq_write(ctx->meta->seq, &out, sizeof(out));
 	return 0;
 }

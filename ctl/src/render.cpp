@@ -158,13 +158,30 @@ std::string pending_bytes_text(const json& obj) {
     return (exact ? "" : "at least ") + human_bytes(*bytes);
 }
 
+// ", 1 the walk cannot reach" when a drain backend missed sockets.
+std::string unreached_text(const json& obj) {
+    auto unreached = get_u64(obj, "unreached");
+    if (!unreached || *unreached == 0) return "";
+    return ", " + thousands(*unreached) + " the walk cannot reach";
+}
+
 std::string drain_row(const json& drain) {
     auto active = get_bool(drain, "active");
     auto pending = get_u64(drain, "pending");
     if (!active && !pending) return "";
-    if (!active.value_or(false) && pending.value_or(0) == 0) return "idle";
-    return "draining: " + (pending ? count_noun(*pending, "socket") : std::string("? sockets")) +
-           ", " + pending_bytes_text(drain) + " pending";
+    std::string out = !active.value_or(false) && pending.value_or(0) == 0
+                          ? std::string("idle")
+                          : "draining: " +
+                                (pending ? count_noun(*pending, "socket") : std::string("? sockets")) +
+                                ", " + pending_bytes_text(drain) + " pending" +
+                                unreached_text(drain);
+    // Which walk the drain uses, and what it cannot see (drain_backend.h).
+    if (auto backend = get_string(drain, "backend")) {
+        out += "; backend " + *backend;
+        if (auto iterator = get_string(drain, "iterator")) out += " (" + *iterator + ")";
+        if (auto blind = get_string(drain, "cannot_see")) out += ", cannot see " + *blind;
+    }
+    return out;
 }
 
 // State an upgrade retired (another ABI version's maps, kept pinned until
@@ -497,7 +514,8 @@ std::string render_flush(const json& result, bool force) {
     if (pending && *pending == 0) {
         out += "none pending";
     } else {
-        out += u64_or(pending) + " pending (" + pending_bytes_text(result) + " unread)";
+        out += u64_or(pending) + " pending (" + pending_bytes_text(result) + " unread" +
+               unreached_text(result) + ")";
         if (get_bool(result, "background").value_or(false)) out += ", draining in the background";
     }
     out += "\n";

@@ -40,11 +40,13 @@ std::string addr_string(std::uint16_t family, const __u32 ip[4]) {
     return buf;
 }
 
-std::string state_name(std::uint32_t flags) {
-    if (flags & SOCKACCEL_SK_QUIESCED) return "quiesced";
-    if (flags & SOCKACCEL_SK_DRAINING) return "draining";
-    if (flags & SOCKACCEL_SK_TCP_PATH) return "tcp_path";
-    if (flags & SOCKACCEL_SK_HELD_BACK) return "held_back";
+// The state of a socket a walk reached (docs/protocol.md, connections).
+std::string state_name(const sockaccel_drain_record& r) {
+    if (r.status & SOCKACCEL_DRAIN_QUIESCED) return "quiesced";
+    if (r.status & SOCKACCEL_DRAIN_CLAIMED) return "draining";
+    if (r.status & SOCKACCEL_DRAIN_FLAGS_UNKNOWN) return "unknown";
+    if (r.sk_flags & SOCKACCEL_SK_TCP_PATH) return "tcp_path";
+    if (r.sk_flags & SOCKACCEL_SK_HELD_BACK) return "held_back";
     return "active";
 }
 
@@ -97,18 +99,24 @@ awaitable<proto::Response> Daemon::handle(const proto::Request& request, const P
 
 json Daemon::drain_json() const {
     const auto& last = drain_->last();
-    return {{"active", background_running_},
+    const auto walk = dataplane_->drain_walk();
+    return {{"active", drain_->background_active()},
             {"pending", last.pending},
+            {"unreached", last.unreached},
             {"pending_bytes", last.pending_bytes},
             {"pending_bytes_exact", last.pending_bytes_exact},
-            {"flushed_total", flushed_total_}};
+            {"flushed_total", drain_->flushed_total()},
+            {"backend", to_string(walk.backend)},
+            {"iterator", iterator_name(walk.backend)},
+            {"complete", walk.complete},
+            {"cannot_see", walk.complete ? json(nullptr) : json(walk.cannot_see)}};
 }
 
 nlohmann::json Daemon::status_features(const DataPlaneFeatures& loaded) const {
-    // What the probe found, plus what actually loaded: the iterator can
-    // exist and still be refused (a locked-down kernel).
+    // What the kernel loads, plus what the daemon loaded with it.
     auto out = features_to_json(features_);
-    out["drain_iterator"] = loaded.drain_iterator;
+    out["drain_backend"] = to_string(loaded.drain_backend);
+    out["entry_counter"] = to_string(loaded.entry_counter);
     out["backpressure"] = loaded.backpressure_program;
     return out;
 }
@@ -183,27 +191,34 @@ Daemon::Reply Daemon::cmd_connections(const json& args) {
     const std::optional<std::uint16_t> port = parsed->port;
     const std::size_t max = parsed->limit;
 
-    // The drain iterator in SCAN mode reads every socket's state without
-    // claiming any; without it, the plain map walk still gives keys and
-    // cookies.
+    // The drain backend's walk in SCAN mode reads every socket's state
+    // without claiming any. A walk that cannot see every socket
+    // (drain_walk().complete) is completed from the map's keys: those
+    // sockets are listed with state "unreached" and no byte counts.
     struct Item {
         sockaccel_key key;
         std::uint64_t cookie;
-        std::uint32_t flags;
+        std::string state;
         json unread;  // redirected bytes queued unread; null if the kernel does not say
     };
     std::vector<Item> items;
-    if (dataplane_->features().drain_iterator) {
-        auto scan = dataplane_->drain_pass(SOCKACCEL_DRAIN_SCAN, {});
-        if (!scan) return tl::unexpected(kernel_error(scan.error()));
-        for (const auto& r : *scan)
-            items.push_back({r.key, r.cookie, r.sk_flags,
-                             (r.status & SOCKACCEL_DRAIN_BYTES_KNOWN) ? json(r.pending_bytes)
-                                                                      : json(nullptr)});
-    } else {
-        auto entries = dataplane_->list_entries(dataplane_->info().capacity);
+    auto scan = dataplane_->drain_pass(SOCKACCEL_DRAIN_SCAN, {});
+    if (!scan) return tl::unexpected(kernel_error(scan.error()));
+    for (const auto& r : *scan)
+        items.push_back({r.key, r.cookie, state_name(r),
+                         (r.status & SOCKACCEL_DRAIN_BYTES_KNOWN) ? json(r.pending_bytes)
+                                                                  : json(nullptr)});
+    if (!dataplane_->drain_walk().complete) {
+        auto entries = dataplane_->count_entries();
         if (!entries) return tl::unexpected(kernel_error(entries.error()));
-        for (const auto& e : *entries) items.push_back({e.key, e.cookie, 0, nullptr});
+        if (*entries > items.size()) {
+            auto listed = dataplane_->list_entries(dataplane_->info().capacity);
+            if (!listed) return tl::unexpected(kernel_error(listed.error()));
+            std::set<std::uint64_t> reached;
+            for (const auto& it : items) reached.insert(it.cookie);
+            for (const auto& e : *listed)
+                if (!reached.count(e.cookie)) items.push_back({e.key, e.cookie, "unreached", nullptr});
+        }
     }
     std::map<std::string, const Item*> by_key;
     for (const auto& it : items) by_key[key_bytes(it.key)] = &it;
@@ -233,7 +248,7 @@ Daemon::Reply Daemon::cmd_connections(const json& args) {
             {"remote_port", it.key.remote_port},
             {"cookie", it.cookie},
             {"peer_cookie", p != by_key.end() ? json(p->second->cookie) : json(nullptr)},
-            {"state", state_name(it.flags)},
+            {"state", it.state},
             {"unread_bytes", it.unread},
             {"peer_unread_bytes", p != by_key.end() ? p->second->unread : json(nullptr)},
         });
@@ -250,26 +265,23 @@ awaitable<Daemon::Reply> Daemon::cmd_flush(const json& args) {
     auto parsed = validate_flush_args(args);
     if (!parsed) co_return tl::unexpected(parsed.error());
     const bool force = parsed->force;
-    if (!dataplane_->features().drain_iterator)
-        co_return tl::unexpected(proto::Error{
-            std::string(proto::errc::kKernelError),
-            "this kernel refused the sockhash iterator that flush-map needs to remove sockets "
-            "without losing data; nothing was changed"});
     const auto t0 = Clock::now();
-    DrainReport r;
-    try {
-        r = co_await drain(Claim::all, force, parsed->wait);
-    } catch (const std::exception& e) {
-        co_return tl::unexpected(proto::Error{std::string(proto::errc::kKernelError), e.what()});
+    auto drained = co_await drain_->run(DrainScheduler::Claim::all, force, parsed->wait);
+    if (!drained) {
+        spdlog::error("flush-map: {}", drained.error().message());
+        co_return tl::unexpected(kernel_error(drained.error()));
     }
-    spdlog::info("flush-map: flushed {}, pending {} ({} unread bytes){}", r.flushed, r.pending,
+    const DrainReport& r = *drained;
+    spdlog::info("flush-map: flushed {}, pending {} ({} unread bytes{}){}", r.flushed, r.pending,
                  r.pending_bytes,
+                 r.unreached ? fmt::format("; {} the walk cannot reach", r.unreached) : std::string(),
                  force ? fmt::format(", dropped {} socket(s) with {} byte(s)", r.dropped_sockets,
                                      r.dropped_bytes)
                        : std::string());
     co_return json{
         {"flushed", r.flushed},
         {"pending", r.pending},
+        {"unreached", r.unreached},
         {"pending_bytes", r.pending_bytes},
         {"pending_bytes_exact", r.pending_bytes_exact},
         {"dropped_sockets", r.dropped_sockets},
@@ -317,11 +329,6 @@ Daemon::Reply Daemon::cmd_policy_show() const {
 awaitable<Daemon::Reply> Daemon::cmd_policy_set(const json& args) {
     auto parsed = validate_policy_set_args(args);
     if (!parsed) co_return tl::unexpected(parsed.error());
-    if (parsed->apply_existing && !dataplane_->features().drain_iterator)
-        co_return tl::unexpected(proto::Error{
-            std::string(proto::errc::kKernelError),
-            "this kernel refused the sockhash iterator that --apply-existing needs to move "
-            "connections to TCP without losing data; nothing was changed"});
     auto encoded = encode_for_kernel(parsed->policy);
     if (!encoded)
         co_return tl::unexpected(invalid("policy-set: " + encoded.error() +
@@ -334,17 +341,23 @@ awaitable<Daemon::Reply> Daemon::cmd_policy_set(const json& args) {
                  policy_to_json(config_.policy).dump());
     json result{{"policy", policy_to_json(config_.policy)}, {"changed", changed}};
     if (parsed->apply_existing) {
-        DrainReport r;
-        try {
-            r = co_await drain(Claim::outside_policy, /*force=*/false, parsed->wait);
-        } catch (const std::exception& e) {
-            co_return tl::unexpected(
-                proto::Error{std::string(proto::errc::kKernelError), e.what()});
+        auto drained =
+            co_await drain_->run(DrainScheduler::Claim::outside_policy, /*force=*/false, parsed->wait);
+        if (!drained) {
+            // The policy itself is in force; only moving the live
+            // connections failed, and the reply says so.
+            spdlog::error("policy-set --apply-existing: {}", drained.error().message());
+            co_return tl::unexpected(kernel_error(SysError{
+                drained.error().code,
+                "the policy is in force for new connections, but moving existing ones failed: " +
+                    drained.error().context}));
         }
+        const DrainReport& r = *drained;
         spdlog::info("policy-set --apply-existing: moved {} socket(s) to TCP, {} pending",
                      r.flushed, r.pending);
         result["apply_existing"] = {{"flushed", r.flushed},
                                     {"pending", r.pending},
+                                    {"unreached", r.unreached},
                                     {"pending_bytes", r.pending_bytes},
                                     {"pending_bytes_exact", r.pending_bytes_exact},
                                     {"background", r.pending > 0}};
@@ -371,6 +384,7 @@ Daemon::Reply Daemon::cmd_reload() {
           "control.idle_timeout_sec", true);
     check(next.drain.stop_timeout_sec != config_.drain.stop_timeout_sec, "drain.stop_timeout_sec",
           true);
+    check(next.drain.backend != config_.drain.backend, "drain.backend", false);
     const auto limit = max_unread_bytes(next.redirect);
     check(next.redirect.max_unread_bytes != config_.redirect.max_unread_bytes,
           "redirect.max_unread_bytes", true);
@@ -417,7 +431,7 @@ Daemon::Reply Daemon::cmd_reload() {
     config_.control.admin_group = next.control.admin_group;
     config_.control.max_clients = next.control.max_clients;
     config_.control.idle_timeout_sec = next.control.idle_timeout_sec;
-    config_.drain = next.drain;
+    config_.drain.stop_timeout_sec = next.drain.stop_timeout_sec;
     config_.redirect = next.redirect;
     config_.policy = std::move(next.policy);
     policy_source_ = "config";

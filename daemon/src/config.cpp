@@ -142,8 +142,14 @@ tl::expected<Config, std::string> parse_config(std::string_view text, std::strin
         p.integer(*control, "control", "idle_timeout_sec", cfg.control.idle_timeout_sec, 1, 86400);
     }
     if (const json* drain = p.object(doc, "drain")) {
-        p.check_keys(*drain, "drain", std::array<std::string_view, 1>{"stop_timeout_sec"});
+        p.check_keys(*drain, "drain",
+                     std::array<std::string_view, 2>{"stop_timeout_sec", "backend"});
         p.integer(*drain, "drain", "stop_timeout_sec", cfg.drain.stop_timeout_sec, 0, 3600);
+        std::string backend = "auto";
+        p.string(*drain, "drain", "backend", backend, false);
+        cfg.drain.backend = parse_drain_backend(backend);
+        if (!p.failed() && backend != "auto" && !cfg.drain.backend)
+            p.fail("drain.backend", "must be one of auto, sockhash, task_file, tcp");
     }
     if (const json* redirect = p.object(doc, "redirect")) {
         p.check_keys(*redirect, "redirect", std::array<std::string_view, 1>{"max_unread_bytes"});
@@ -192,6 +198,7 @@ void apply_overrides(Config& config, const ConfigOverrides& o) {
     if (o.socket) config.control.socket = *o.socket;
     if (o.map_size) config.map_size = *o.map_size;
     if (o.log_level) config.log_level = *o.log_level;
+    if (o.drain_backend) config.drain.backend = *o.drain_backend;
 }
 
 nlohmann::json config_to_json(const Config& c) {
@@ -206,7 +213,9 @@ nlohmann::json config_to_json(const Config& c) {
           {"admin_group", c.control.admin_group},
           {"max_clients", c.control.max_clients},
           {"idle_timeout_sec", c.control.idle_timeout_sec}}},
-        {"drain", {{"stop_timeout_sec", c.drain.stop_timeout_sec}}},
+        {"drain",
+         {{"stop_timeout_sec", c.drain.stop_timeout_sec},
+          {"backend", c.drain.backend ? std::string(to_string(*c.drain.backend)) : "auto"}}},
         {"redirect",
          {{"max_unread_bytes", c.redirect.max_unread_bytes ? json(*c.redirect.max_unread_bytes)
                                                            : json("auto")}}},

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <tl/expected.hpp>
 
+#include "drain_backend.h"
 #include "policy.h"
 
 namespace sockaccel {
@@ -42,6 +43,10 @@ struct DrainConfig {
     // SIGTERM waits at most this long for sockets to drain; what is left
     // stays pinned so no unread data is freed.
     std::uint32_t stop_timeout_sec = 10;
+    // The iterator the drain walks with (drain_backend.h); nullopt =
+    // "auto", the first one the kernel loads. Forcing one the kernel
+    // refuses fails the start. Restart to change.
+    std::optional<DrainBackend> backend;
 };
 
 struct RedirectConfig {
@@ -79,6 +84,8 @@ struct ConfigOverrides {
     std::optional<std::string> socket;
     std::optional<std::uint32_t> map_size;
     std::optional<std::string> log_level;
+    // --drain-backend: a backend name; "auto" is std::nullopt inside.
+    std::optional<std::optional<DrainBackend>> drain_backend;
 };
 
 void apply_overrides(Config& config, const ConfigOverrides& overrides);

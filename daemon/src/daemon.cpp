@@ -25,13 +25,6 @@ std::uint64_t Daemon::max_unread_bytes(const RedirectConfig& redirect) {
     return tcp_rmem_max().value_or(kFallback);
 }
 
-namespace {
-// Between drain passes while a command waits, and in the background. Short
-// while someone waits for an answer; relaxed when nobody does.
-constexpr std::chrono::milliseconds kDrainStep{20};
-constexpr std::chrono::milliseconds kBackgroundStep{250};
-}  // namespace
-
 // The control server's handler: the daemon's own handle(), plus the
 // notifications that belong to a command. Kept out of commands.cpp so the
 // commands stay about the data plane; the supervisor hears the same thing
@@ -137,8 +130,8 @@ void Daemon::start() {
 
     dataplane_ = DataPlane::start({*cgroup, config_.pin_dir, config_.map_size,
                                    max_unread_bytes(config_.redirect), features_,
-                                   std::move(*policy)});
-    drain_ = std::make_unique<Drain>(*dataplane_);
+                                   drain_backends_, std::move(*policy)});
+    drain_ = std::make_unique<DrainScheduler>(io_, *dataplane_, [this] { notify_status(); });
     control_->start();
     if (metrics_) {
         metrics_->start();
@@ -162,10 +155,14 @@ void Daemon::start() {
         spdlog::warn("map_size {} differs from the adopted sockhash's capacity {}; keeping {} "
                      "(resizing would need a new map), ignoring",
                      config_.map_size, info.capacity, info.capacity);
-    const auto& f = dataplane_->features();
-    if (!f.drain_iterator)
-        spdlog::warn("the kernel refused the sockhash iterator: flush-map and drain-on-stop are "
-                     "unavailable; sockets leave the map only when they close");
+    const auto walk = dataplane_->drain_walk();
+    spdlog::info("drain backend: {} ({}){}; entries counted by {}", to_string(walk.backend),
+                 iterator_name(walk.backend),
+                 walk.complete ? std::string()
+                               : fmt::format("; it cannot see {}, which a drain leaves in place "
+                                             "and reports as pending",
+                                             walk.cannot_see),
+                 to_string(dataplane_->features().entry_counter));
     if (features_.backpressure())
         spdlog::info("back-pressure: a sender is held on TCP while its reader has more than {} "
                      "unread bytes{}",
@@ -173,7 +170,7 @@ void Daemon::start() {
                      max_unread_bytes(config_.redirect) == 0 ? " (0: off)" : "");
     // A previous run may have stopped mid-drain: its claimed sockets never
     // redirect again, so finish removing them.
-    if (info.adopted && f.drain_iterator) ensure_background_drain();
+    if (info.adopted) drain_->ensure_background();
 
     // Last: everything above is done, so "started" is true from here on
     // (units ordered after this one may connect and find it working).
@@ -190,6 +187,9 @@ void Daemon::probe_features() {
         features_off_ = off;
     }
     if (auto missing = missing_required(features_)) throw StartupError(*missing);
+    auto backends = drain_candidates(features_, config_.drain.backend);
+    if (!backends) throw StartupError(backends.error());
+    drain_backends_ = std::move(*backends);
     spdlog::debug("kernel features: {}", features_to_json(features_).dump());
 }
 
@@ -200,8 +200,12 @@ void Daemon::log_missing_features() const {
     if (!features_off_.empty())
         spdlog::warn("SOCKACCEL_FEATURES_OFF={}: running as if the kernel lacked them",
                      features_off_);
-    if (!features_.sockmap_iterator)
-        spdlog::warn("kernel feature missing: sockhash iterator (lossless flush and drain)");
+    for (auto b : kDrainBackends)
+        if (!kernel_allows(features_, b))
+            spdlog::info("the kernel refuses {} programs: no {} drain backend", iterator_name(b),
+                         to_string(b));
+    if (!features_.map_iterator)
+        spdlog::info("the kernel refuses iter/bpf_map programs: counting the sockhash walks it");
     if (!features_.psock_msg_tot_len)
         spdlog::warn("kernel feature missing: psock->msg_tot_len (unread byte counts and "
                      "back-pressure): a reader that stops lets its sender queue without bound");
@@ -235,7 +239,18 @@ void Daemon::log_kernel_selftest() const {
 }
 
 int Daemon::run() {
-    asio::co_spawn(io_, signal_loop(), asio::detached);
+    // Nothing in the loop is meant to throw (errors are values); should
+    // something all the same, say so and fail instead of stopping silently.
+    asio::co_spawn(io_, signal_loop(), [this](std::exception_ptr e) {
+        if (!e) return;
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+            spdlog::critical("internal error in the event loop: {}", ex.what());
+        }
+        exit_code_ = 1;
+        io_.stop();
+    });
     io_.run();
     return exit_code_;
 }
@@ -260,13 +275,14 @@ awaitable<void> Daemon::signal_loop() {
 
 awaitable<void> Daemon::shutdown() {
     stopping_ = true;
+    drain_->stop();
     {
         // First, so the supervisor knows the stop has begun and does not
         // take a long drain for a hang (it still waits its stop timeout).
         auto entries = dataplane_->count_entries();
         notifier_.stopping(stopping_status_text(
             entries ? std::optional<std::uint64_t>(*entries) : std::nullopt,
-            dataplane_->features().drain_iterator, config_.drain.stop_timeout_sec));
+            config_.drain.stop_timeout_sec));
     }
     control_->stop();
     if (metrics_) metrics_->stop();
@@ -277,12 +293,18 @@ awaitable<void> Daemon::shutdown() {
         spdlog::error("stop: {}; continuing", r.error().message());
     (void)dataplane_->detach_sockops();
 
-    if (dataplane_->features().drain_iterator) {
-        auto wait = std::chrono::seconds(config_.drain.stop_timeout_sec);
-        auto report = co_await drain(Claim::all, /*force=*/false, wait);
-        spdlog::info("stop: drained {} socket(s); {} pending ({} unread bytes)", report.flushed,
-                     report.pending, report.pending_bytes);
-    }
+    // A failed drain leaves its sockets in the map, which the step below
+    // then keeps pinned: an error here costs acceleration, never data.
+    const auto wait = std::chrono::seconds(config_.drain.stop_timeout_sec);
+    if (auto report = co_await drain_->run(DrainScheduler::Claim::all, /*force=*/false, wait);
+        !report)
+        spdlog::error("stop: drain: {}; what it did not remove stays pinned",
+                      report.error().message());
+    else
+        spdlog::info("stop: drained {} socket(s); {} pending ({} unread bytes{})",
+                     report->flushed, report->pending, report->pending_bytes,
+                     report->unreached ? fmt::format("; {} the walk cannot reach", report->unreached)
+                                       : std::string());
 
     auto outcome = dataplane_->stop();
     if (!outcome) {
@@ -312,10 +334,12 @@ std::string Daemon::metrics_text() const {
     if (auto e = dataplane_->count_entries()) s.map_entries = *e;
     s.map_capacity = dataplane_->info().capacity;
     s.attached = dataplane_->sockops_attached();
-    s.drain_active = background_running_;
+    s.drain_active = drain_->background_active();
     s.drain_pending_sockets = drain_->last().pending;
     s.drain_pending_bytes = drain_->last().pending_bytes;
-    s.drain_flushed_total = flushed_total_;
+    s.drain_flushed_total = drain_->flushed_total();
+    s.drain_unreached_sockets = drain_->last().unreached;
+    s.drain_backend = std::string(to_string(dataplane_->drain_walk().backend));
     const auto& p = config_.policy;
     for (const auto* r : {&p.include, &p.exclude})
         s.policy_rules += r->ports.size() + r->cidrs.size() + r->cgroups.size();
@@ -329,7 +353,7 @@ std::string Daemon::status_summary() const {
     if (auto entries = dataplane_->count_entries()) s.sockets = *entries;
     if (auto counters = dataplane_->read_counters())
         s.redirected_bytes = (*counters)[SOCKACCEL_CNT_REDIRECT_BYTES];
-    s.drain_active = background_running_;
+    s.drain_active = drain_ && drain_->background_active();
     s.drain_pending = drain_ ? drain_->last().pending : 0;
     return status_text(s);
 }
@@ -370,71 +394,6 @@ awaitable<void> Daemon::watchdog_loop(std::chrono::microseconds period) {
         co_await watchdog_timer_.async_wait(asio::redirect_error(use_awaitable, ec));
         if (ec) co_return;  // cancelled at the end of the stop sequence
     }
-}
-
-awaitable<DrainReport> Daemon::drain(Claim claim, bool force, std::chrono::milliseconds wait) {
-    DrainReport total;
-    const auto deadline = Clock::now() + wait;
-    asio::steady_timer timer(io_);
-    if (claim != Claim::none) {
-        auto r = drain_->claim(claim == Claim::outside_policy);
-        if (!r) throw std::runtime_error(r.error().message());
-    }
-    for (;;) {
-        auto r = drain_->pass(false);
-        if (!r) throw std::runtime_error(r.error().message());
-        total.flushed += r->flushed;
-        total.pending = r->pending;
-        total.pending_bytes = r->pending_bytes;
-        total.pending_bytes_exact = r->pending_bytes_exact;
-        if (r->pending == 0 || Clock::now() >= deadline) break;
-        // QUIESCED needs a pass after the claim, so a flush always takes at
-        // least two passes; this timer is what separates them.
-        timer.expires_after(std::min<Clock::duration>(kDrainStep, deadline - Clock::now()));
-        boost::system::error_code ec;
-        co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
-    }
-    if (force && total.pending > 0) {
-        auto r = drain_->pass(true);
-        if (!r) throw std::runtime_error(r.error().message());
-        total.flushed += r->flushed;
-        total.dropped_sockets = r->dropped_sockets;
-        total.dropped_bytes = r->dropped_bytes;
-        total.pending = r->pending;
-        total.pending_bytes = r->pending_bytes;
-        if (total.dropped_sockets > 0)
-            spdlog::warn("flush-map --force dropped {} socket(s) holding {} unread byte(s)",
-                         total.dropped_sockets, total.dropped_bytes);
-    }
-    flushed_total_ += total.flushed;
-    if (total.pending > 0 && !stopping_) ensure_background_drain();
-    co_return total;
-}
-
-void Daemon::ensure_background_drain() {
-    if (background_running_ || stopping_) return;
-    background_running_ = true;
-    asio::co_spawn(io_, background_drain(), asio::detached);
-    notify_status();
-}
-
-awaitable<void> Daemon::background_drain() {
-    asio::steady_timer timer(io_);
-    while (!stopping_) {
-        auto r = drain_->pass(false);
-        if (!r) {
-            spdlog::warn("background drain: {}; retrying", r.error().message());
-        } else {
-            flushed_total_ += r->flushed;
-            if (r->flushed) spdlog::info("drain: removed {} socket(s); {} pending", r->flushed, r->pending);
-            if (r->pending == 0) break;
-        }
-        timer.expires_after(kBackgroundStep);
-        boost::system::error_code ec;
-        co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
-    }
-    background_running_ = false;
-    notify_status();
 }
 
 }  // namespace sockaccel

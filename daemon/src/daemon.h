@@ -39,7 +39,7 @@
 #include "control_server.h"
 #include "metrics_server.h"
 #include "dataplane.h"
-#include "drain.h"
+#include "drain_scheduler.h"
 #include "kernel_selftest.h"
 #include "notify.h"
 #include "system.h"
@@ -87,15 +87,6 @@ private:
     // followed by a STATUS= update, and reload by RELOADING=1/READY=1.
     class NotifyingHandler;
 
-    // Claims (if `claim`) and drains until nothing is pending or `wait`
-    // passes; with `force`, then drops what is left. Leaves a background
-    // drain running for whatever is still pending.
-    enum class Claim { none, all, outside_policy };
-    boost::asio::awaitable<DrainReport> drain(Claim claim, bool force,
-                                              std::chrono::milliseconds wait);
-    boost::asio::awaitable<void> background_drain();
-    void ensure_background_drain();
-
     // Command handlers; each returns the protocol `result` or an error.
     using Reply = tl::expected<nlohmann::json, proto::Error>;
     Reply cmd_status();
@@ -111,8 +102,8 @@ private:
     tl::expected<EncodedPolicy, std::string> encode_for_kernel(const Policy& policy) const;
     // Writes `policy` to the kernel, restoring the running one on failure.
     Result<void> apply_policy(const EncodedPolicy& next);
-    // Runs the kernel feature probe; throws StartupError without a required
-    // mechanism.
+    // Runs the kernel feature probe and picks the drain backends to try;
+    // throws StartupError without a required mechanism.
     void probe_features();
     // Warnings for optional features the kernel lacks; after a successful start.
     void log_missing_features() const;
@@ -138,7 +129,7 @@ private:
     std::unique_ptr<CommandHandler> notifying_handler_;
     UniqueFd pin_lock_;
     std::unique_ptr<DataPlane> dataplane_;
-    std::unique_ptr<Drain> drain_;
+    std::unique_ptr<DrainScheduler> drain_;
     std::unique_ptr<ControlServer> control_;
     std::unique_ptr<MetricsServer> metrics_;  // only with metrics.listen
     Clock::time_point started_at_;
@@ -146,8 +137,7 @@ private:
     // error there is reported as "unknown").
     Result<KernelIssueProbe> kernel_selftest_;
     KernelFeatures features_;  // probed at start
-    std::uint64_t flushed_total_ = 0;
-    bool background_running_ = false;
+    std::vector<DrainBackend> drain_backends_;  // to try, best first
     bool stopping_ = false;
     int exit_code_ = 0;
 };

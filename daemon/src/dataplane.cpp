@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdarg>
+#include <random>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
@@ -240,6 +241,17 @@ Result<void> remove_retired_dir(const std::string& dir) {
 
 }  // namespace
 
+void BpfLinkDeleter::operator()(struct ::bpf_link* link) const { bpf_link__destroy(link); }
+
+std::string_view to_string(EntryCounter counter) {
+    switch (counter) {
+        case EntryCounter::map_iterator: return "map_iterator";
+        case EntryCounter::sockhash_iterator: return "sockhash_iterator";
+        case EntryCounter::key_walk: return "key_walk";
+    }
+    return "unknown";
+}
+
 void DataPlane::route_libbpf_logs() { libbpf_set_print(libbpf_print); }
 
 void DataPlane::check_privilege() {
@@ -265,6 +277,9 @@ std::string DataPlane::pin_path(const char* name) const { return info_.pin_dir +
 
 std::unique_ptr<DataPlane> DataPlane::start(const DataPlaneOptions& options) {
     std::unique_ptr<DataPlane> dp(new DataPlane());
+    // Pinned gate words may hold claims of an earlier run's passes; a start
+    // of numbering that run is unlikely to have reached keeps them apart.
+    dp->drain_pass_number_ = std::random_device{}();
     dp->info_.cgroup_path = options.cgroup_path;
     dp->info_.pin_dir = options.pin_dir;
     dp->open_and_load(options);
@@ -278,49 +293,69 @@ std::unique_ptr<DataPlane> DataPlane::start(const DataPlaneOptions& options) {
 }
 
 void DataPlane::open_and_load(const DataPlaneOptions& options) {
-    // Mechanisms follow the feature probe (kernel_features.h). The drain
-    // iterator is also tried for real: a kernel (or sandbox) that refuses it
-    // still gets a working, lossless data plane without it, where sockets
-    // leave the map only when they close.
+    // Mechanisms follow the feature probe (kernel_features.h), which says
+    // which iterator types the kernel accepts at all; whether our programs
+    // pass its verifier is only known by loading them. So each candidate
+    // drain backend is tried in turn, with the best entry counter first:
+    // the counter that needs no walk, if the kernel allows iter/bpf_map,
+    // else the backend's own (only the sockhash iterator can count alone).
+    struct Plan {
+        DrainBackend backend;
+        EntryCounter counter;
+    };
+    std::vector<Plan> plans;
+    for (auto backend : options.drain_backends) {
+        if (options.features.map_iterator) plans.push_back({backend, EntryCounter::map_iterator});
+        plans.push_back({backend, backend == DrainBackend::sockhash
+                                      ? EntryCounter::sockhash_iterator
+                                      : EntryCounter::key_walk});
+    }
+    if (plans.empty()) throw StartupError("load BPF programs: no drain backend to load");
     const bool backpressure = options.features.backpressure();
     int last_err = 0;
-    std::vector<bool> attempts = {false};
-    if (options.features.sockmap_iterator) attempts.insert(attempts.begin(), true);
-    for (const bool drain_iterator : attempts) {
-        g_probing = drain_iterator;
+    std::string tried;
+    for (const auto& plan : plans) {
+        // A refusal is expected while better plans are left to try.
+        g_probing = &plan != &plans.back();
         if (skel_) sockaccel_bpf__destroy(skel_);
         skel_ = sockaccel_bpf__open();
         if (!skel_) throw_bpf_error("open BPF skeleton", errno);
         if (int err = bpf_map__set_max_entries(skel_->maps.sock_hash, options.map_size))
             throw_bpf_error("set sockhash capacity", err);
-        if (int err = bpf_map__set_max_entries(skel_->maps.drain_delete, options.map_size))
-            throw_bpf_error("set drain map capacity", err);
-        if (int err = bpf_map__set_max_entries(skel_->maps.redir_gate, options.map_size))
-            throw_bpf_error("set gate map capacity", err);
-        bpf_program__set_autoload(skel_->progs.sockaccel_drain, drain_iterator);
-        bpf_program__set_autoload(skel_->progs.sockaccel_count, drain_iterator);
+        for (auto* sized : {skel_->maps.drain_delete, skel_->maps.drain_claim, skel_->maps.redir_gate})
+            if (int err = bpf_map__set_max_entries(sized, options.map_size))
+                throw_bpf_error(std::string("set capacity of map ") + bpf_map__name(sized), err);
+        bpf_program__set_autoload(skel_->progs.sockaccel_drain, plan.backend == DrainBackend::sockhash);
+        bpf_program__set_autoload(skel_->progs.sockaccel_drain_files,
+                                  plan.backend == DrainBackend::task_file);
+        bpf_program__set_autoload(skel_->progs.sockaccel_drain_tcp, plan.backend == DrainBackend::tcp);
+        bpf_program__set_autoload(skel_->progs.sockaccel_count,
+                                  plan.counter == EntryCounter::sockhash_iterator);
+        bpf_program__set_autoload(skel_->progs.sockaccel_count_map,
+                                  plan.counter == EntryCounter::map_iterator);
         bpf_program__set_autoload(skel_->progs.sockaccel_redirect, backpressure);
         bpf_program__set_autoload(skel_->progs.sockaccel_redirect_basic, !backpressure);
         adopt_or_reset_pins();
         last_err = sockaccel_bpf__load(skel_);
         if (last_err == 0) {
-            features_.drain_iterator = drain_iterator;
+            features_.drain_backend = plan.backend;
+            features_.entry_counter = plan.counter;
             break;
         }
         last_err = -last_err;
-        spdlog::debug("loading with drain iterator={} failed: {}", drain_iterator,
-                      errstr(last_err));
-        // No fallback helps when BPF itself is missing. (EPERM is worth the
-        // retry: check_privilege() passed, so a refusal here is about the
-        // iterator program type, as this VM refuses fentry.)
+        tried += (tried.empty() ? "" : ", ") + std::string(to_string(plan.backend)) + "+" +
+                 std::string(to_string(plan.counter));
+        spdlog::debug("loading with drain backend {} and entry counter {} failed: {}",
+                      to_string(plan.backend), to_string(plan.counter), errstr(last_err));
+        // No fallback helps when BPF itself is missing.
         if (last_err == ENOSYS) break;
     }
     g_probing = false;
     if (last_err != 0) {
-        if (last_err == EPERM || last_err == EACCES || last_err == ENOSYS)
-            throw_bpf_error("load BPF programs", last_err);
+        if (last_err == ENOSYS) throw_bpf_error("load BPF programs", last_err);
         throw StartupError("load BPF programs: " + errstr(last_err) +
-                           " (the kernel verifier or loader refused them; run with "
+                           " with every drain backend the kernel allows (" + tried +
+                           "; the kernel verifier or loader refused them; run with "
                            "--log-level debug for the verifier log)");
     }
 
@@ -566,8 +601,8 @@ DataPlane::~DataPlane() {
     // Only file descriptors are released here. Pins keep maps and links
     // alive, so nothing is detached and no socket's data is freed.
     link_fd_.reset();
-    if (drain_link_) bpf_link__destroy(drain_link_);
-    if (count_link_) bpf_link__destroy(count_link_);
+    drain_link_.reset();
+    count_link_.reset();
     if (skel_) sockaccel_bpf__destroy(skel_);
 }
 
@@ -689,26 +724,59 @@ Result<CounterValues> DataPlane::read_counters() const {
     return out;
 }
 
-Result<struct ::bpf_link*> DataPlane::sockhash_iter(struct ::bpf_program* prog,
-                                                    struct ::bpf_link*& link) const {
-    if (link) return link;
+struct ::bpf_program* DataPlane::drain_program() const {
+    switch (features_.drain_backend) {
+        case DrainBackend::sockhash: return skel_->progs.sockaccel_drain;
+        case DrainBackend::task_file: return skel_->progs.sockaccel_drain_files;
+        case DrainBackend::tcp: return skel_->progs.sockaccel_drain_tcp;
+    }
+    return nullptr;
+}
+
+struct ::bpf_program* DataPlane::count_program() const {
+    switch (features_.entry_counter) {
+        case EntryCounter::map_iterator: return skel_->progs.sockaccel_count_map;
+        case EntryCounter::sockhash_iterator: return skel_->progs.sockaccel_count;
+        case EntryCounter::key_walk: return nullptr;
+    }
+    return nullptr;
+}
+
+Result<struct ::bpf_link*> DataPlane::iterator_link(struct ::bpf_program* prog,
+                                                    BpfLinkPtr& link) const {
+    if (link) return link.get();
+    // Only the element iterators take a map; the task, tcp and map
+    // iterators walk what the kernel has.
     union bpf_iter_link_info linfo {};
     linfo.map.map_fd = static_cast<__u32>(bpf_map__fd(skel_->maps.sock_hash));
     LIBBPF_OPTS(bpf_iter_attach_opts, opts, .link_info = &linfo, .link_info_len = sizeof(linfo));
-    link = bpf_program__attach_iter(prog, &opts);
+    const bool over_map = prog == skel_->progs.sockaccel_drain || prog == skel_->progs.sockaccel_count;
+    link.reset(bpf_program__attach_iter(prog, over_map ? &opts : nullptr));
     if (!link) {
         int err = errno;
         return sys_error(err, std::string("attach iterator ") + bpf_program__name(prog));
     }
-    return link;
+    return link.get();
 }
 
 Result<std::uint64_t> DataPlane::count_entries() const {
-    if (!features_.drain_iterator) return count_keys(bpf_map__fd(skel_->maps.sock_hash));
-    auto link = sockhash_iter(skel_->progs.sockaccel_count, count_link_);
+    auto* prog = count_program();
+    if (!prog) return count_keys(bpf_map__fd(skel_->maps.sock_hash));
+    auto link = iterator_link(prog, count_link_);
     if (!link) return tl::unexpected(link.error());
     auto buf = read_iterator(*link);
     if (!buf) return tl::unexpected(buf.error());
+    if (features_.entry_counter == EntryCounter::map_iterator) {
+        // One record per sockhash on the host; ours by its id.
+        for (std::size_t off = 0; off + sizeof(sockaccel_map_count) <= buf->size();
+             off += sizeof(sockaccel_map_count)) {
+            sockaccel_map_count c;
+            std::memcpy(&c, buf->data() + off, sizeof(c));
+            if (c.map_id == info_.sock_hash_map_id) return c.count;
+        }
+        return sys_error(ENOENT, "count sockhash entries: the map iterator did not see map " +
+                                     std::to_string(info_.sock_hash_map_id));
+    }
     // Distinct cookies: the walk can visit an entry twice (abi.h).
     std::vector<std::uint64_t> cookies(buf->size() / sizeof(std::uint64_t));
     if (!cookies.empty())
@@ -716,6 +784,14 @@ Result<std::uint64_t> DataPlane::count_entries() const {
     std::sort(cookies.begin(), cookies.end());
     return static_cast<std::uint64_t>(std::unique(cookies.begin(), cookies.end()) -
                                       cookies.begin());
+}
+
+Result<std::optional<std::uint64_t>> DataPlane::lookup(const sockaccel_key& key) const {
+    std::uint64_t cookie = 0;
+    if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sock_hash), &key, &cookie) == 0)
+        return std::optional<std::uint64_t>(cookie);
+    if (errno == ENOENT) return std::optional<std::uint64_t>();
+    return errno_error("look up sockhash");
 }
 
 Result<std::vector<SocketEntry>> DataPlane::list_entries(std::size_t limit) const {
@@ -734,23 +810,40 @@ Result<std::vector<SocketEntry>> DataPlane::list_entries(std::size_t limit) cons
 }
 
 Result<std::vector<sockaccel_drain_record>> DataPlane::drain_pass(
-    std::uint32_t mode, const std::vector<std::uint64_t>& delete_cookies) {
-    if (!features_.drain_iterator) return sys_error(ENOTSUP, "drain iterator");
-    auto link = sockhash_iter(skel_->progs.sockaccel_drain, drain_link_);
+    std::uint32_t mode, const std::vector<std::uint64_t>& delete_cookies,
+    const std::vector<std::pair<std::uint64_t, std::uint32_t>>& claim_list) {
+    auto link = iterator_link(drain_program(), drain_link_);
     if (!link) return tl::unexpected(link.error());
     __u32 zero = 0;
     sockaccel_drain_ctl ctl{};
     ctl.mode = mode;
+    // A new number for every pass: a claim records its pass, and only a
+    // later one may find the socket quiesced (abi.h).
+    ctl.pass = ++drain_pass_number_;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.drain_ctl), &zero, &ctl, BPF_ANY) != 0)
         return errno_error("write drain control");
+    // Listed sockets are written before the walk and removed after it, on
+    // every path: an entry left behind would act on a later pass that did
+    // not list it.
+    const int claim_fd = bpf_map__fd(skel_->maps.drain_claim);
+    auto unlist = [&](std::size_t n) {
+        for (std::size_t j = 0; j < n; ++j) bpf_map_delete_elem(claim_fd, &claim_list[j].first);
+    };
+    for (std::size_t i = 0; i < claim_list.size(); ++i) {
+        __u32 kind = claim_list[i].second;
+        if (bpf_map_update_elem(claim_fd, &claim_list[i].first, &kind, BPF_ANY) != 0) {
+            int err = errno;
+            unlist(i);
+            return sys_error(err, "fill drain claim set");
+        }
+    }
     const int del_fd = bpf_map__fd(skel_->maps.drain_delete);
     const sockaccel_drain_verdict candidate{};
     for (std::size_t i = 0; i < delete_cookies.size(); ++i) {
         if (bpf_map_update_elem(del_fd, &delete_cookies[i], &candidate, BPF_ANY) != 0) {
             int err = errno;
-            // A candidate left behind would be deleted by a later pass
-            // that did not plan it.
             for (std::size_t j = 0; j < i; ++j) bpf_map_delete_elem(del_fd, &delete_cookies[j]);
+            unlist(claim_list.size());
             return sys_error(err, "fill drain delete set");
         }
     }
@@ -764,6 +857,7 @@ Result<std::vector<sockaccel_drain_record>> DataPlane::drain_pass(
             deleted.emplace(cookie, v);
         bpf_map_delete_elem(del_fd, &cookie);
     }
+    unlist(claim_list.size());
     if (!buf) return tl::unexpected(buf.error());
 
     // One record per socket: the walk can visit an entry twice (abi.h), and
@@ -798,13 +892,16 @@ Result<std::vector<sockaccel_drain_record>> DataPlane::drain_pass(
 
 Result<std::vector<char>> DataPlane::read_iterator(struct ::bpf_link* link) const {
     UniqueFd iter(bpf_iter_create(bpf_link__fd(link)));
-    if (!iter) return errno_error("create sockhash iterator");
+    if (!iter) return errno_error("create iterator");
     std::vector<char> buf;
     char chunk[16384];
     for (;;) {
         const ssize_t n = ::read(iter.get(), chunk, sizeof(chunk));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return errno_error("read sockhash iterator");
+        // EAGAIN: the kernel stops a read() after a million objects visited
+        // without output (bpf_seq_read(), kernel/bpf/bpf_iter.c), as a walk
+        // over every open file of a busy host does; the next read resumes.
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n < 0) return errno_error("read iterator");
         if (n == 0) return buf;
         buf.insert(buf.end(), chunk, chunk + n);
     }

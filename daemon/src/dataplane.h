@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "counters.h"
+#include "drain_backend.h"
 #include "error.h"
 #include "kernel_features.h"
 #include "sockaccel/abi.h"
@@ -47,12 +48,20 @@ struct bpf_program;
 
 namespace sockaccel {
 
+struct BpfLinkDeleter {
+    void operator()(struct ::bpf_link* link) const;
+};
+using BpfLinkPtr = std::unique_ptr<struct ::bpf_link, BpfLinkDeleter>;
+
 struct DataPlaneOptions {
     std::string cgroup_path;  // resolved cgroup v2 directory
     std::string pin_dir;      // on bpffs, created by prepare_pin_dir()
     std::uint32_t map_size = 65536;
     std::uint64_t max_unread_bytes = 0;  // back-pressure limit, 0 = none
     KernelFeatures features;             // from probe_kernel_features()
+    // The drain backends to try, best first (drain_candidates()); the first
+    // whose programs load is used. Never empty.
+    std::vector<DrainBackend> drain_backends;
     EncodedPolicy policy;                // in the maps before anything attaches
 };
 
@@ -68,9 +77,18 @@ struct AttachInfo {
     bool adopted = false;  // pinned state of a previous run was reused
 };
 
-// The optional mechanisms actually loaded.
+// How count_entries() counts the sockhash's entries, best first.
+enum class EntryCounter {
+    map_iterator,       // iter/bpf_map reads the kernel's own count: no walk
+    sockhash_iterator,  // iter/sockmap writes each entry's cookie: one walk, few read()s
+    key_walk,           // BPF_MAP_GET_NEXT_KEY: one bpf() call per entry
+};
+std::string_view to_string(EntryCounter counter);
+
+// The mechanisms actually loaded.
 struct DataPlaneFeatures {
-    bool drain_iterator = false;        // iter/sockmap with CO-RE psock access
+    DrainBackend drain_backend = DrainBackend::sockhash;  // the walk every drain uses
+    EntryCounter entry_counter = EntryCounter::key_walk;
     bool backpressure_program = false;  // sockaccel_redirect, not _basic
 };
 
@@ -127,6 +145,8 @@ public:
 
     const AttachInfo& info() const { return info_; }
     const DataPlaneFeatures& features() const { return features_; }
+    // What the drain's walk can see: the one answer every caller uses.
+    DrainWalk drain_walk() const { return sockaccel::drain_walk(features_.drain_backend); }
 
     // The config map as the kernel has it (what the programs act on).
     Result<sockaccel_config> config() const;
@@ -147,22 +167,28 @@ public:
 
     Result<CounterValues> read_counters() const;
 
-    // Number of sockets in the sockhash: one run of a counting iterator
-    // (a few read() calls), or, without the sockhash iterator, a walk of
-    // the keys (one bpf() call per entry).
-    Result<std::uint64_t> count_entries() const;
+    // Number of sockets in the sockhash, by features().entry_counter.
+    [[nodiscard]] Result<std::uint64_t> count_entries() const;
 
-    // Up to `limit` entries of the sockhash with their socket cookies.
-    Result<std::vector<SocketEntry>> list_entries(std::size_t limit) const;
+    // Up to `limit` entries of the sockhash with their socket cookies (a
+    // walk of the keys: one bpf() call per entry and two per listed one).
+    [[nodiscard]] Result<std::vector<SocketEntry>> list_entries(std::size_t limit) const;
 
-    // Runs the drain iterator once over the sockhash in `mode` (enum
+    // The cookie of the socket the sockhash holds under `key`, or nullopt
+    // if it holds none.
+    [[nodiscard]] Result<std::optional<std::uint64_t>> lookup(const sockaccel_key& key) const;
+
+    // Runs the drain backend's walk once in `mode` (enum
     // sockaccel_drain_mode); for the DELETE modes, `delete_cookies` are the
-    // sockets it may remove. Returns one record per socket (the last visit
-    // if the walk saw it twice), plus a record with only cookie, status and
-    // pending_bytes for a deletion whose own record was lost (abi.h).
-    // ENOTSUP if the kernel refused the iterator (features().drain_iterator).
-    Result<std::vector<sockaccel_drain_record>> drain_pass(
-        std::uint32_t mode, const std::vector<std::uint64_t>& delete_cookies);
+    // sockets it may remove, and for CLAIM_LISTED, `claim_list` the sockets
+    // it claims (cookie, enum sockaccel_drain_list). Returns one record per
+    // socket the walk reached (the last visit if it saw one twice), plus a
+    // record with only cookie, status and pending_bytes for a deletion
+    // whose own record was lost (abi.h). Sockets the walk cannot reach
+    // (drain_walk().cannot_see) have no record.
+    [[nodiscard]] Result<std::vector<sockaccel_drain_record>> drain_pass(
+        std::uint32_t mode, const std::vector<std::uint64_t>& delete_cookies,
+        const std::vector<std::pair<std::uint64_t, std::uint32_t>>& claim_list = {});
 
     // Detaches / re-attaches the sockops program from the cgroup (and its
     // pin): new connections stop / resume being accelerated. Existing ones
@@ -197,20 +223,24 @@ private:
     std::string pin_path(const char* name) const;
     Result<void> update_config(const std::function<void(sockaccel_config&)>& change);
     Result<void> write_policy_entries(const EncodedPolicy& policy);
-    // The iterator link of `prog` over the sockhash, attached on first use
-    // into `link` (a link is a template; each bpf_iter_create() on it is
-    // one independent walk).
-    Result<struct ::bpf_link*> sockhash_iter(struct ::bpf_program* prog,
-                                             struct ::bpf_link*& link) const;
+    // The iterator link of `prog`, attached on first use into `link` (a
+    // link is a template; each bpf_iter_create() on it is one independent
+    // walk). Iterators over a map's elements get the sockhash as their map.
+    [[nodiscard]] Result<struct ::bpf_link*> iterator_link(struct ::bpf_program* prog,
+                                                           BpfLinkPtr& link) const;
     // One complete walk of an iterator link: everything it wrote.
-    Result<std::vector<char>> read_iterator(struct ::bpf_link* link) const;
+    [[nodiscard]] Result<std::vector<char>> read_iterator(struct ::bpf_link* link) const;
+    // The programs of the drain backend and the entry counter in use.
+    struct ::bpf_program* drain_program() const;
+    struct ::bpf_program* count_program() const;
 
     struct ::sockaccel_bpf* skel_ = nullptr;
     struct ::bpf_program* verdict_ = nullptr;  // the sk_msg program in use
     UniqueFd link_fd_;
-    struct ::bpf_link* drain_link_ = nullptr;
-    // Attached lazily by the const count_entries(); owned like drain_link_.
-    mutable struct ::bpf_link* count_link_ = nullptr;
+    // Attached lazily (the count link by the const count_entries()).
+    mutable BpfLinkPtr drain_link_;
+    mutable BpfLinkPtr count_link_;
+    std::uint32_t drain_pass_number_ = 0;  // sockaccel_drain_ctl.pass of the last pass
     AttachInfo info_;
     DataPlaneFeatures features_;
     bool stopped_ = false;

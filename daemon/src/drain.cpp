@@ -2,7 +2,7 @@
 #include "drain.h"
 
 #include <cstring>
-#include <unordered_map>
+#include <unordered_set>
 
 #include "sockaccel/key.h"
 
@@ -15,13 +15,13 @@ std::vector<std::uint8_t> key_bytes(const sockaccel_key& k) {
 }
 
 bool claimed(const sockaccel_drain_record& r) {
-    return (r.status & SOCKACCEL_DRAIN_FOREIGN) || (r.sk_flags & SOCKACCEL_SK_DRAINING);
+    return (r.status & SOCKACCEL_DRAIN_FOREIGN) || (r.status & SOCKACCEL_DRAIN_CLAIMED);
 }
 
 // A socket without our storage cannot redirect at all (the verdict needs
 // the storage to redirect), so it is as good as quiesced.
 bool quiesced(const sockaccel_drain_record& r) {
-    return (r.status & SOCKACCEL_DRAIN_FOREIGN) || (r.sk_flags & SOCKACCEL_SK_QUIESCED);
+    return (r.status & SOCKACCEL_DRAIN_FOREIGN) || (r.status & SOCKACCEL_DRAIN_QUIESCED);
 }
 
 }  // namespace
@@ -29,7 +29,8 @@ bool quiesced(const sockaccel_drain_record& r) {
 std::vector<std::uint64_t> plan_deletions(const std::vector<sockaccel_drain_record>& scan,
                                           AbsenceClock& absent,
                                           std::chrono::steady_clock::time_point now,
-                                          std::chrono::milliseconds grace, bool force) {
+                                          std::chrono::milliseconds grace, bool force,
+                                          const PeerLookup& lookup) {
     std::map<std::vector<std::uint8_t>, const sockaccel_drain_record*> by_key;
     for (const auto& r : scan) by_key[key_bytes(r.key)] = &r;
 
@@ -45,41 +46,102 @@ std::vector<std::uint64_t> plan_deletions(const std::vector<sockaccel_drain_reco
         std::memset(&peer, 0, sizeof(peer));
         sockaccel_key_peer(&peer, &r.key);
         const auto peer_bytes = key_bytes(peer);
-        bool peer_silent;
+        const bool candidate = quiesced(r) && (r.status & SOCKACCEL_DRAIN_EMPTY);
+        bool peer_silent = false;
         if (auto it = by_key.find(peer_bytes); it != by_key.end()) {
             peer_silent = quiesced(*it->second);
+        } else if (!candidate) {
+            // Missing from the walk; its clock starts now, so a socket that
+            // empties later need not wait the grace period again. Whether
+            // it is really gone is asked only if r could otherwise go.
+            still_absent.insert(*absent.try_emplace(peer_bytes, now).first);
+        } else if (auto found = lookup(peer); !found || found->has_value()) {
+            // In the map, but not in this walk: a socket the backend cannot
+            // see, or one inserted after the walk passed its place. Either
+            // may still redirect into r.
+            peer_silent = false;
         } else {
-            auto [pos, inserted] = absent.try_emplace(peer_bytes, now);
+            auto pos = absent.try_emplace(peer_bytes, now).first;
             still_absent.insert(*pos);
             peer_silent = now - pos->second >= grace;
         }
-        if (quiesced(r) && (r.status & SOCKACCEL_DRAIN_EMPTY) && peer_silent)
-            out.push_back(r.cookie);
+        if (candidate && peer_silent) out.push_back(r.cookie);
     }
     // Forget peers that came back or whose socket is gone.
     absent.swap(still_absent);
     return out;
 }
 
+Result<void> Drain::note_unreached(const std::vector<sockaccel_drain_record>& reached,
+                                   std::uint32_t claim) {
+    // The count is cheap (no walk with the map iterator); the listing is
+    // one bpf() call per entry, so it runs only when the count says some
+    // socket was missed. A socket inserted after the walk passed is listed
+    // too: claiming it as well is harmless.
+    auto entries = dataplane_.count_entries();
+    if (!entries) return tl::unexpected(entries.error());
+    if (*entries <= reached.size()) return {};
+    auto listed = dataplane_.list_entries(dataplane_.info().capacity);
+    if (!listed) return tl::unexpected(listed.error());
+    std::unordered_set<std::uint64_t> seen;
+    for (const auto& r : reached) seen.insert(r.cookie);
+    for (const auto& e : *listed) {
+        if (seen.count(e.cookie)) continue;
+        auto [it, fresh] = unreached_.try_emplace(e.cookie, Unreached{e.key, claim});
+        if (!fresh && claim == SOCKACCEL_DRAIN_LIST_CLAIM) it->second.claim = claim;
+    }
+    return {};
+}
+
 Result<DrainReport> Drain::claim(bool outside_policy_only) {
     auto scan = dataplane_.drain_pass(
         outside_policy_only ? SOCKACCEL_DRAIN_CLAIM_POLICY : SOCKACCEL_DRAIN_CLAIM, {});
     if (!scan) return tl::unexpected(scan.error());
+    if (!dataplane_.drain_walk().complete)
+        if (auto r = note_unreached(*scan, outside_policy_only ? SOCKACCEL_DRAIN_LIST_CLAIM_POLICY
+                                                               : SOCKACCEL_DRAIN_LIST_CLAIM);
+            !r)
+            return tl::unexpected(r.error());
     DrainReport report;
     for (const auto& r : *scan) {
         if (!claimed(r)) continue;
         ++report.pending;
         report.pending_bytes += r.pending_bytes;
     }
+    report.unreached = unreached_.size();
+    report.pending += report.unreached;
+    report.pending_bytes_exact = report.unreached == 0;
     last_ = report;
     return report;
 }
 
 Result<DrainReport> Drain::pass(bool force) {
-    auto scan = dataplane_.drain_pass(SOCKACCEL_DRAIN_SCAN, {});
+    std::vector<std::pair<std::uint64_t, std::uint32_t>> listed;
+    for (const auto& [cookie, u] : unreached_) listed.emplace_back(cookie, u.claim);
+    auto scan = dataplane_.drain_pass(listed.empty() ? SOCKACCEL_DRAIN_SCAN
+                                                     : SOCKACCEL_DRAIN_CLAIM_LISTED,
+                                      {}, listed);
     if (!scan) return tl::unexpected(scan.error());
+
+    // Unreached targets this walk reached are now claimed (or, for a policy
+    // claim, left alone because the policy allows them), and are judged like
+    // any other socket from here on. Those still unreached are kept only
+    // while the sockhash still holds them.
+    if (!unreached_.empty()) {
+        std::unordered_set<std::uint64_t> seen;
+        for (const auto& r : *scan) seen.insert(r.cookie);
+        for (auto it = unreached_.begin(); it != unreached_.end();) {
+            bool keep = !seen.count(it->first);
+            if (keep) {
+                auto found = dataplane_.lookup(it->second.key);
+                keep = !found || (found->has_value() && **found == it->first);
+            }
+            it = keep ? std::next(it) : unreached_.erase(it);
+        }
+    }
+
     auto plan = plan_deletions(*scan, absent_, std::chrono::steady_clock::now(), kAbsentGrace,
-                               force);
+                               force, [this](const sockaccel_key& k) { return dataplane_.lookup(k); });
     DrainReport report;
     std::vector<sockaccel_drain_record> after = *scan;
     if (!plan.empty()) {
@@ -103,6 +165,9 @@ Result<DrainReport> Drain::pass(bool force) {
         if (!(r.status & SOCKACCEL_DRAIN_BYTES_KNOWN) && !(r.status & SOCKACCEL_DRAIN_EMPTY))
             report.pending_bytes_exact = false;
     }
+    report.unreached = unreached_.size();
+    report.pending += report.unreached;
+    if (report.unreached > 0) report.pending_bytes_exact = false;
     last_ = report;
     return report;
 }

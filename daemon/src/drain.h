@@ -3,26 +3,35 @@
 // The lossless drain: the one mechanism behind flush-map, stop and program
 // replacement (docs/architecture.md, "Draining without loss").
 //
-// claim() marks every socket in the sockhash DRAINING (it never redirects
-// again). Each pass() then runs the sockaccel_drain iterator twice: SCAN
-// reports the claimed sockets' state; plan_deletions() picks the sockets that can go without losing a
-// byte, and a DELETE pass removes them inside the iteration. A socket may go
-// when
+// claim() claims every socket in the sockhash: nothing redirects into it,
+// and it redirects into nothing, any more. Each pass() then runs the drain backend's walk twice: SCAN
+// reports the claimed sockets' state; plan_deletions() picks the sockets
+// that can go without losing a byte, and a DELETE pass removes them inside
+// the walk. A socket may go when
 //   - it is QUIESCED: none of its own redirects is still in flight, so
 //     its peer can rely on it being silent once it is gone; and
 //   - nothing redirected to it is unread (EMPTY); and
 //   - its peer cannot redirect to it any more: the peer is QUIESCED, or
-//     has been absent from the sockhash for a grace period (never inserted,
-//     closed, or already drained).
+//     is not in the sockhash and has stayed out for a grace period (never
+//     inserted, closed, or already drained).
 // All three are stable once true, so the plan cannot go stale between the
 // passes; the DELETE pass re-checks emptiness anyway.
+//
+// A backend whose walk is not complete (drain_backend.h) misses some
+// sockets. So a peer missing from a scan is looked up in the sockhash
+// before it counts as gone, and the claim compares what its walk reached
+// with the map: a socket no walk reached is a target all the same. It is
+// reported as pending ("unreached"), claimed by a later pass that reaches
+// it, and never deleted unvisited.
 //
 // Not thread-safe; runs on the daemon's io_context. Never logs.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "dataplane.h"
@@ -32,9 +41,10 @@ namespace sockaccel {
 // Where a drain stands, as flush-map and status report it.
 struct DrainReport {
     std::uint64_t flushed = 0;        // sockets removed by this call (or session)
-    std::uint64_t pending = 0;        // claimed sockets still in the sockhash
-    std::uint64_t pending_bytes = 0;  // their unread redirected bytes
-    bool pending_bytes_exact = true;  // false if the kernel cannot tell (6.1)
+    std::uint64_t pending = 0;        // targets still in the sockhash, unreached included
+    std::uint64_t unreached = 0;      // of those, the ones no walk has reached yet
+    std::uint64_t pending_bytes = 0;  // unread redirected bytes of the reached ones
+    bool pending_bytes_exact = true;  // false if the kernel cannot tell (6.1) or unreached > 0
     std::uint64_t dropped_sockets = 0;  // --force only: removed with unread data
     std::uint64_t dropped_bytes = 0;    // --force only: the bytes they held
 };
@@ -42,13 +52,21 @@ struct DrainReport {
 // Remembers since when a peer key has been missing from the sockhash.
 using AbsenceClock = std::map<std::vector<std::uint8_t>, std::chrono::steady_clock::time_point>;
 
+// Whether the sockhash holds a socket under a key: its cookie, nullopt if
+// none. An error counts as "present" (the safe answer).
+using PeerLookup = std::function<Result<std::optional<std::uint64_t>>(const sockaccel_key&)>;
+
 // Pure decision step (unit-tested): which cookies of `scan` may be deleted
-// now. `absent` is updated with first-seen-absent times of peer keys.
-// With `force`, every claimed socket is chosen.
+// now. A peer missing from `scan` is looked up with `lookup`: present, it
+// is a socket the walk did not reach, hence not known to be silent;
+// absent, it counts as gone once `grace` has passed since it was first
+// found absent (`absent` keeps those times). With `force`, every claimed
+// socket of `scan` is chosen.
 std::vector<std::uint64_t> plan_deletions(const std::vector<sockaccel_drain_record>& scan,
                                           AbsenceClock& absent,
                                           std::chrono::steady_clock::time_point now,
-                                          std::chrono::milliseconds grace, bool force);
+                                          std::chrono::milliseconds grace, bool force,
+                                          const PeerLookup& lookup);
 
 class Drain {
 public:
@@ -63,19 +81,29 @@ public:
     // `outside_policy_only`, those the current policy would not insert):
     // from here on none of them redirects. Sockets inserted later are not
     // claimed.
-    Result<DrainReport> claim(bool outside_policy_only = false);
+    [[nodiscard]] Result<DrainReport> claim(bool outside_policy_only = false);
 
-    // One pass: scan, plan, delete. The report counts this pass's removals
-    // and what is still pending afterwards.
-    Result<DrainReport> pass(bool force);
+    // One pass: scan (claiming unreached targets the walk now reaches),
+    // plan, delete. The report counts this pass's removals and what is
+    // still pending afterwards.
+    [[nodiscard]] Result<DrainReport> pass(bool force);
 
     // Claimed sockets are still in the sockhash (known after a pass).
     bool pending() const { return last_.pending > 0; }
     const DrainReport& last() const { return last_; }
 
 private:
+    struct Unreached {
+        sockaccel_key key;
+        std::uint32_t claim;  // enum sockaccel_drain_list
+    };
+    // Adds every socket of the sockhash that `reached` lacks to unreached_.
+    [[nodiscard]] Result<void> note_unreached(const std::vector<sockaccel_drain_record>& reached,
+                                              std::uint32_t claim);
+
     DataPlane& dataplane_;
     AbsenceClock absent_;
+    std::map<std::uint64_t, Unreached> unreached_;  // by cookie
     DrainReport last_;
 };
 

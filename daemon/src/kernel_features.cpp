@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "kernel_features.h"
 
+#include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <linux/bpf.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <memory>
@@ -45,6 +48,32 @@ bool has_enumerator(const btf* b, const char* type, const char* name) {
     return false;
 }
 
+// Does the kernel load a BPF_TRACE_ITER program for `target` (the
+// bpf_iter_<target> function in its BTF)? The smallest such program,
+// "return 0", is enough: a security policy that refuses a program type
+// refuses it at load, before the verifier looks at a single instruction
+// (EPERM, "processed 0 insns"). Whether our real program then passes the
+// verifier is decided by loading it (DataPlane).
+bool iterator_loads(const btf* b, const char* target) {
+    const __s32 id = btf__find_by_name_kind(b, (std::string("bpf_iter_") + target).c_str(),
+                                            BTF_KIND_FUNC);
+    if (id <= 0) return false;
+    const bpf_insn insns[] = {
+        {BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0},  // r0 = 0
+        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+    };
+    LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_TRACE_ITER,
+                .attach_btf_id = static_cast<__u32>(id));
+    const int fd = bpf_prog_load(BPF_PROG_TYPE_TRACING, "sa_iter_probe", "GPL", insns,
+                                 sizeof(insns) / sizeof(insns[0]), &opts);
+    if (fd < 0) {
+        spdlog::debug("the kernel refuses iter/{} programs: {}", target, std::strerror(errno));
+        return false;
+    }
+    ::close(fd);
+    return true;
+}
+
 }  // namespace
 
 Result<KernelFeatures> probe_kernel_features() {
@@ -68,27 +97,43 @@ Result<KernelFeatures> probe_kernel_features() {
     }
     const btf* b = vmlinux.get();
     f.cgroup_bpf_link = has_enumerator(b, "bpf_link_type", "BPF_LINK_TYPE_CGROUP");
-    f.sockmap_iterator = find_type(b, "bpf_iter__sockmap", BTF_KIND_STRUCT) != nullptr;
+    f.sockmap_iterator = iterator_loads(b, "sockmap");
+    f.task_file_iterator = iterator_loads(b, "task_file");
+    f.tcp_iterator = iterator_loads(b, "tcp");
+    f.map_iterator = iterator_loads(b, "bpf_map");
     f.psock_msg_tot_len = has_member(b, "sk_psock", "msg_tot_len");
     return f;
 }
+
+namespace {
+
+// The features SOCKACCEL_FEATURES_OFF may turn off: the optional ones.
+constexpr std::pair<std::string_view, bool KernelFeatures::*> kMaskable[] = {
+    {"sockmap_iterator", &KernelFeatures::sockmap_iterator},
+    {"task_file_iterator", &KernelFeatures::task_file_iterator},
+    {"tcp_iterator", &KernelFeatures::tcp_iterator},
+    {"map_iterator", &KernelFeatures::map_iterator},
+    {"psock_msg_tot_len", &KernelFeatures::psock_msg_tot_len},
+    {"sk_msg_kernel_reads", &KernelFeatures::sk_msg_kernel_reads},
+};
+
+}  // namespace
 
 tl::expected<void, std::string> mask_features(KernelFeatures& f, std::string_view names) {
     KernelFeatures masked = f;
     for (std::size_t start = 0; !names.empty();) {
         const auto comma = names.find(',', start);
         const auto name = names.substr(start, comma == std::string_view::npos ? comma : comma - start);
-        if (name == "sockmap_iterator")
-            masked.sockmap_iterator = false;
-        else if (name == "psock_msg_tot_len")
-            masked.psock_msg_tot_len = false;
-        else if (name == "sk_msg_kernel_reads")
-            masked.sk_msg_kernel_reads = false;
-        else
+        bool KernelFeatures::*member = nullptr;
+        for (const auto& [known, m] : kMaskable)
+            if (name == known) member = m;
+        if (!member) {
+            std::string list;
+            for (const auto& [known, m] : kMaskable) list += (list.empty() ? "" : ", ") + std::string(known);
             return tl::unexpected("SOCKACCEL_FEATURES_OFF: unknown feature \"" +
-                                  std::string(name.substr(0, 64)) +
-                                  "\" (known: sockmap_iterator, psock_msg_tot_len, "
-                                  "sk_msg_kernel_reads)");
+                                  std::string(name.substr(0, 64)) + "\" (known: " + list + ")");
+        }
+        masked.*member = false;
         if (comma == std::string_view::npos) break;
         start = comma + 1;
     }
@@ -119,6 +164,9 @@ nlohmann::json features_to_json(const KernelFeatures& f) {
         {"cgroup_bpf_link", f.cgroup_bpf_link},
         {"sk_storage_in_sk_msg", f.sk_storage_in_sk_msg},
         {"sockmap_iterator", f.sockmap_iterator},
+        {"task_file_iterator", f.task_file_iterator},
+        {"tcp_iterator", f.tcp_iterator},
+        {"map_iterator", f.map_iterator},
         {"psock_msg_tot_len", f.psock_msg_tot_len},
         {"sk_msg_kernel_reads", f.sk_msg_kernel_reads},
         {"backpressure", f.backpressure()},

@@ -33,10 +33,18 @@ struct KernelFeatures {
     bool cgroup_bpf_link = false;       // BPF_LINK_TYPE_CGROUP (pinned, updatable attach)
     bool sk_storage_in_sk_msg = false;  // socket storage from sk_msg: the ordering rule
 
+    // The BPF iterators the lossless drain can walk with (drain_backend.h;
+    // drain_candidates() refuses a kernel without any). Each is true when the kernel *loads* a
+    // program of that type: a security policy may refuse a type its BTF
+    // names (this project's own 6.18 machines refuse iter/sockmap).
+    bool sockmap_iterator = false;    // iter/sockmap
+    bool task_file_iterator = false;  // iter/task_file
+    bool tcp_iterator = false;        // iter/tcp
+    // Optional: iter/bpf_map, which counts the sockhash's entries without a
+    // walk. Without it the count walks the map.
+    bool map_iterator = false;
+
     // Optional, each with a fallback:
-    // BPF_TRACE_ITER over a sockhash: the lossless drain. Without it
-    // flush-map refuses and sockets leave the map only by closing.
-    bool sockmap_iterator = false;
     // psock->msg_tot_len: exact unread byte counts (pending bytes, the
     // connections list) and the back-pressure limit. Without it pending
     // bytes are unknown and there is no back-pressure.
@@ -51,16 +59,18 @@ struct KernelFeatures {
 };
 
 // Probes the running kernel. Fails only if the probing itself cannot run
-// (no BTF at /sys/kernel/btf/vmlinux counts as "no optional feature").
+// (no BTF at /sys/kernel/btf/vmlinux counts as "no optional feature", and
+// with it, no iterator: they attach by BTF id).
 Result<KernelFeatures> probe_kernel_features();
 
 // One line naming the first missing required mechanism, or nullopt.
 std::optional<std::string> missing_required(const KernelFeatures& features);
 
-// Turns optional features off, as if the kernel lacked them: `names` is a
-// comma-separated list of sockmap_iterator, psock_msg_tot_len and
+// Turns features off, as if the kernel lacked them: `names` is a
+// comma-separated list of the iterators (sockmap_iterator,
+// task_file_iterator, tcp_iterator, map_iterator), psock_msg_tot_len and
 // sk_msg_kernel_reads (from SOCKACCEL_FEATURES_OFF). It exercises the
-// fallbacks of older kernels on this one. An unknown name is an error
+// fallbacks of other kernels on this one. An unknown name is an error
 // naming it, and nothing is changed.
 tl::expected<void, std::string> mask_features(KernelFeatures& features, std::string_view names);
 

@@ -91,6 +91,12 @@ std::string render_metrics(const MetricsSnapshot& s) {
               s.drain_pending_sockets));
     families.push_back(gauge("sockaccel_drain_pending_bytes",
                              "Unread redirected bytes in pending sockets.", s.drain_pending_bytes));
+    families.push_back(gauge("sockaccel_drain_unreached_sockets",
+                             "Pending sockets the drain backend's walk cannot reach.",
+                             s.drain_unreached_sockets));
+    families.push_back(family("sockaccel_drain_backend_info",
+                              "The BPF iterator the lossless drain walks with.", MetricType::Gauge,
+                              1, {{"backend", s.drain_backend}}));
     families.push_back(family("sockaccel_drain_flushed_sockets_total",
                               "Sockets removed from the sockhash by drains of this daemon process.",
                               MetricType::Counter, static_cast<double>(s.drain_flushed_total)));

@@ -34,6 +34,8 @@ struct MetricsSnapshot {
     std::uint64_t drain_pending_sockets = 0;
     std::uint64_t drain_pending_bytes = 0;
     std::uint64_t drain_flushed_total = 0;
+    std::uint64_t drain_unreached_sockets = 0;  // pending sockets no walk reaches
+    std::string drain_backend;                  // drain_backend.h name
     std::uint64_t policy_rules = 0;
 };
 

@@ -42,9 +42,7 @@ std::string status_text(const StatusSnapshot& s) {
     return out;
 }
 
-std::string stopping_status_text(std::optional<std::uint64_t> sockets, bool will_drain,
-                                 std::uint32_t timeout_sec) {
-    if (!will_drain) return "stopping";
+std::string stopping_status_text(std::optional<std::uint64_t> sockets, std::uint32_t timeout_sec) {
     return "stopping: draining " + count(sockets, "socket", "sockets") + " (at most " +
            std::to_string(timeout_sec) + " s)";
 }

@@ -44,8 +44,7 @@ std::string status_text(const StatusSnapshot& s);
 
 // Status while the stop sequence runs: "stopping: draining 4 sockets (at
 // most 10 s)", or without a drain "stopping". Pure.
-std::string stopping_status_text(std::optional<std::uint64_t> sockets, bool will_drain,
-                                 std::uint32_t timeout_sec);
+std::string stopping_status_text(std::optional<std::uint64_t> sockets, std::uint32_t timeout_sec);
 
 // Makes `text` safe as the value of one sd_notify assignment: newlines
 // would start another assignment, so control characters become spaces.

@@ -136,7 +136,7 @@ private:
 
 }  // namespace
 
-TEST_CASE("every read-only command answers with its documented shape") {
+TEST_CASE("every read-only command answers with its documented shape", "[drain]") {
     TestCgroup cg("cmds");
     TestPinDir pins("cmds");
     DaemonProcess daemon(daemon_args(cg, pins));
@@ -159,7 +159,9 @@ TEST_CASE("every read-only command answers with its documented shape") {
     CHECK(s["mode"]["insert"] == true);
     CHECK(s["mode"]["redirect"] == true);
     CHECK(s["counters"].contains("redirect_bytes"));
-    CHECK(s["features"]["drain_iterator"] == true);
+    CHECK(s["features"]["drain_backend"] == to_string(expected_drain_backend()));
+    CHECK(s["drain"]["backend"] == to_string(expected_drain_backend()));
+    CHECK(s["drain"]["unreached"] == 0);
     CHECK(s["config"]["pin_dir"] == pins.path());
     CHECK(s["kernel"].is_string());
 
@@ -228,7 +230,7 @@ TEST_CASE("detach and attach stop and resume accelerating new connections") {
     CHECK(daemon.stop() == 0);
 }
 
-TEST_CASE("flush-map empties the map without losing a byte") {
+TEST_CASE("flush-map empties the map without losing a byte", "[drain]") {
     TestCgroup cg("flush");
     TestPinDir pins("flush");
     DaemonProcess daemon(daemon_args(cg, pins));
@@ -334,7 +336,7 @@ TEST_CASE("flush-map empties the map without losing a byte") {
     CHECK(daemon.stop() == 0);
 }
 
-TEST_CASE("flush-map repeated during traffic loses, duplicates and reorders nothing") {
+TEST_CASE("flush-map repeated during traffic loses, duplicates and reorders nothing", "[drain]") {
     TestCgroup cg("flushload");
     TestPinDir pins("flushload");
     DaemonProcess daemon(daemon_args(cg, pins));
@@ -534,7 +536,7 @@ TEST_CASE("reload re-reads the config and bad config changes nothing") {
     CHECK(daemon.stop() == 0);
 }
 
-TEST_CASE("a flush that waits longer than the idle timeout still gets its answer") {
+TEST_CASE("a flush that waits longer than the idle timeout still gets its answer", "[drain]") {
     TestCgroup cg("longflush");
     TestPinDir pins("longflush");
     DaemonProcess daemon(daemon_args(

@@ -48,7 +48,7 @@ std::string config_for_nobody(bool nobody_is_admin) {
 
 }  // namespace
 
-TEST_CASE("sockaccelctl runs every command, as tables and as exact JSON") {
+TEST_CASE("sockaccelctl runs every command, as tables and as exact JSON", "[drain]") {
     TestCgroup cg("ctl");
     TestPinDir pins("ctl");
     DaemonProcess daemon(daemon_args(cg, pins));

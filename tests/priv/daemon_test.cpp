@@ -88,7 +88,7 @@ TEST_CASE("a connection from a process outside the cgroup is not accelerated") {
     CHECK(daemon.stop() == 0);
 }
 
-TEST_CASE("after a clean stop nothing is attached or pinned, and new connections are plain TCP") {
+TEST_CASE("after a clean stop nothing is attached or pinned, and new connections are plain TCP", "[drain]") {
     TestCgroup cg("stop");
     TestPinDir pins("stop");
     DaemonProcess daemon(daemon_args(cg, pins));
@@ -111,7 +111,7 @@ TEST_CASE("after a clean stop nothing is attached or pinned, and new connections
     }
 }
 
-TEST_CASE("stop with unread redirected data keeps the map pinned and loses nothing") {
+TEST_CASE("stop with unread redirected data keeps the map pinned and loses nothing", "[drain]") {
     const auto addr = GENERATE(as<std::string>{}, "127.0.0.1", "::1");
     TestCgroup cg("unread");
     TestPinDir pins("unread");

@@ -17,6 +17,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -265,6 +266,9 @@ std::vector<std::string> daemon_args(const TestCgroup& cg, const TestPinDir& pin
         config_json.empty() ? R"({"drain": {"stop_timeout_sec": 1}})" : config_json);
     std::vector<std::string> args = {"--config", config,         "--cgroup", cg.path(),
                                      "--pin-dir", pins.path(), "--socket", pins.socket()};
+    const bool chosen = std::find(extra.begin(), extra.end(), "--drain-backend") != extra.end();
+    if (auto backend = forced_drain_backend(); backend && !chosen)
+        args.insert(args.end(), {"--drain-backend", std::string(to_string(*backend))});
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
 }
@@ -393,6 +397,27 @@ nlohmann::json wait_entries(ControlClient& ctl, std::uint64_t entries, bool at_l
         std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
     return status;
+}
+
+std::optional<DrainBackend> forced_drain_backend() {
+    static const std::optional<DrainBackend> forced = []() -> std::optional<DrainBackend> {
+        const char* name = std::getenv("SOCKACCEL_TEST_DRAIN_BACKEND");
+        if (!name || !*name) return std::nullopt;
+        auto b = parse_drain_backend(name);
+        if (!b) {
+            std::fprintf(stderr, "SOCKACCEL_TEST_DRAIN_BACKEND=%s: not a drain backend\n", name);
+            std::exit(2);
+        }
+        return b;
+    }();
+    return forced;
+}
+
+DrainBackend expected_drain_backend() {
+    if (auto forced = forced_drain_backend()) return *forced;
+    auto candidates = drain_candidates(kernel_features(), std::nullopt);
+    if (!candidates) throw std::runtime_error(candidates.error());
+    return candidates->front();
 }
 
 const KernelFeatures& kernel_features() {

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "counters.h"
+#include "drain_backend.h"
 #include "kernel_features.h"
 
 namespace sockaccel::test {
@@ -35,6 +36,15 @@ const std::string& cgroup_root();
 // for expectations that differ between kernels (Debian 12's 6.1 has no
 // psock->msg_tot_len: no exact unread byte counts and no back-pressure).
 const KernelFeatures& kernel_features();
+
+// The drain backend this run forces on every daemon daemon_args() starts
+// (SOCKACCEL_TEST_DRAIN_BACKEND, as CTest's priv[<backend>] variants set
+// it), or nullopt for the daemon's own choice. Exits the process with 2 on
+// a name that is no backend.
+std::optional<DrainBackend> forced_drain_backend();
+// The backend daemons of this run use: the forced one, or the first the
+// kernel allows.
+DrainBackend expected_drain_backend();
 
 // Result of a finished child process.
 struct ProcessResult {
@@ -118,8 +128,9 @@ private:
 };
 
 // Standard daemon arguments for a test environment: its own cgroup, pin
-// dir and control socket, and a config with a 1 s stop-drain timeout
-// (`config_json` replaces it).
+// dir and control socket, a config with a 1 s stop-drain timeout
+// (`config_json` replaces it), and --drain-backend if the run forces one
+// and `extra` does not choose.
 std::vector<std::string> daemon_args(const TestCgroup& cg, const TestPinDir& pins,
                                      std::vector<std::string> extra = {},
                                      const std::string& config_json = "");

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -111,7 +112,43 @@ std::string probe(int fd, int limit_ms) {
     return out + " after " + std::to_string(sends) + " sends";
 }
 
-[[noreturn]] void child_main(const std::string& cgroup, const std::string& addr, int in, int out) {
+// Sends `fd` over `via` in an SCM_RIGHTS message; returns false on failure.
+bool send_fd(int via, int fd) {
+    char byte = 'f';
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl;
+    msg.msg_controllen = sizeof(ctrl);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    return ::sendmsg(via, &msg, 0) == 1;
+}
+
+int recv_fd(int via) {
+    char byte;
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl;
+    msg.msg_controllen = sizeof(ctrl);
+    if (::recvmsg(via, &msg, MSG_CMSG_CLOEXEC) != 1) return -1;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_type != SCM_RIGHTS) return -1;
+    int fd;
+    std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    return fd;
+}
+
+[[noreturn]] void child_main(const std::string& cgroup, const std::string& addr,
+                             const std::string& netns, int in, int out) {
     auto reply = [&](const std::string& s) {
         std::string line = s + "\n";
         (void)!::write(out, line.data(), line.size());
@@ -119,6 +156,14 @@ std::string probe(int fd, int limit_ms) {
     {
         std::ofstream procs(cgroup + "/cgroup.procs");
         procs << ::getpid();
+    }
+    if (!netns.empty()) {
+        const int ns = ::open(netns.c_str(), O_RDONLY | O_CLOEXEC);
+        if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) {
+            reply("fail setns " + netns);
+            ::_exit(1);
+        }
+        ::close(ns);
     }
     const bool v6 = addr.find(':') != std::string::npos;
     sockaddr_storage ss{};
@@ -150,6 +195,7 @@ std::string probe(int fd, int limit_ms) {
     reply("ok connected");
 
     std::uint64_t sent = 0, received = 0, server_sent = 0;
+    int hiding[2] = {-1, -1};
     std::string cmd;
     char c;
     while (::read(in, &c, 1) == 1) {
@@ -231,6 +277,20 @@ std::string probe(int fd, int limit_ms) {
             reply(probe(cli, std::stoi(cmd.substr(7))));
         } else if (cmd.rfind("sprobe ", 0) == 0) {
             reply(probe(srv, std::stoi(cmd.substr(7))));
+        } else if (cmd == "hide") {
+            if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, hiding) != 0 ||
+                !send_fd(hiding[0], srv)) {
+                reply(std::string("fail hide: ") + std::strerror(errno));
+            } else {
+                ::close(srv);
+                srv = -1;
+                reply("ok hidden");
+            }
+        } else if (cmd == "unhide") {
+            srv = recv_fd(hiding[1]);
+            ::close(hiding[0]);
+            ::close(hiding[1]);
+            reply(srv >= 0 ? "ok unhidden" : std::string("fail unhide: ") + std::strerror(errno));
         } else if (cmd == "close") {
             ::close(cli);
             ::close(srv);
@@ -246,7 +306,7 @@ std::string probe(int fd, int limit_ms) {
 
 }  // namespace
 
-HeldPair::HeldPair(const std::string& cgroup, const std::string& addr) {
+HeldPair::HeldPair(const std::string& cgroup, const std::string& addr, const std::string& netns) {
     int down[2], up[2];
     if (::pipe2(down, O_CLOEXEC) != 0 || ::pipe2(up, O_CLOEXEC) != 0)
         throw std::runtime_error("pipe");
@@ -254,7 +314,7 @@ HeldPair::HeldPair(const std::string& cgroup, const std::string& addr) {
     if (pid_ == 0) {
         ::close(down[1]);
         ::close(up[0]);
-        child_main(cgroup, addr, down[0], up[1]);
+        child_main(cgroup, addr, netns, down[0], up[1]);
     }
     ::close(down[0]);
     ::close(up[1]);
@@ -292,6 +352,9 @@ std::string HeldPair::probe_client(int limit_ms) {
 std::string HeldPair::probe_server(int limit_ms) {
     return command("sprobe " + std::to_string(limit_ms));
 }
+
+std::string HeldPair::hide_server() { return command("hide"); }
+std::string HeldPair::unhide_server() { return command("unhide"); }
 
 std::string HeldPair::close() {
     auto r = command("close");

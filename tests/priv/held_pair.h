@@ -14,9 +14,10 @@ namespace sockaccel::test {
 
 class HeldPair {
 public:
-    // Forks a child that joins `cgroup`, connects a client to a server over
-    // `addr` (127.0.0.1 or ::1) and waits for commands.
-    HeldPair(const std::string& cgroup, const std::string& addr);
+    // Forks a child that joins `cgroup` (and, if given, the network
+    // namespace at path `netns`), connects a client to a server over `addr`
+    // (127.0.0.1 or ::1) and waits for commands.
+    HeldPair(const std::string& cgroup, const std::string& addr, const std::string& netns = "");
     ~HeldPair();  // kills the child if it is still running
     HeldPair(const HeldPair&) = delete;
     HeldPair& operator=(const HeldPair&) = delete;
@@ -43,6 +44,14 @@ public:
     // "ok read <eof|error NAME|hang> after N bytes; write <error NAME|hang> after M sends".
     std::string probe_client(int limit_ms = 10000);
     std::string probe_server(int limit_ms = 10000);
+
+    // Moves the server socket out of every file table: its descriptor is
+    // sent in an SCM_RIGHTS message on a Unix socket pair and closed, so
+    // only the message in flight holds it ("ok hidden"). unhide() receives
+    // it back ("ok unhidden"). What a drain walk over file tables cannot
+    // see (iter/task_file).
+    std::string hide_server();
+    std::string unhide_server();
 
 private:
     std::string command(const std::string& cmd);

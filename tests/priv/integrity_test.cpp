@@ -212,7 +212,7 @@ long adopted_sockets(const std::string& log) {
 
 }  // namespace
 
-TEST_CASE("integrity: a connect storm that sends at once under CPU saturation", "[integrity]") {
+TEST_CASE("integrity: a connect storm that sends at once under CPU saturation", "[integrity][drain]") {
     TestCgroup cg("storm");
     TestPinDir pins("storm");
     DaemonProcess daemon(daemon_args(cg, pins));
@@ -247,7 +247,7 @@ TEST_CASE("integrity: a connect storm that sends at once under CPU saturation", 
     CHECK(daemon.stop() == 0);
 }
 
-TEST_CASE("integrity: flush-map repeated during long-lived connections", "[integrity]") {
+TEST_CASE("integrity: flush-map repeated during long-lived connections", "[integrity][drain]") {
     TestCgroup cg("iflush");
     TestPinDir pins("iflush");
     DaemonProcess daemon(daemon_args(cg, pins));
@@ -283,7 +283,7 @@ TEST_CASE("integrity: flush-map repeated during long-lived connections", "[integ
     CHECK(daemon.stop() == 0);
 }
 
-TEST_CASE("integrity: detach and attach alternating during traffic", "[integrity]") {
+TEST_CASE("integrity: detach and attach alternating during traffic", "[integrity][drain]") {
     TestCgroup cg("toggle");
     TestPinDir pins("toggle");
     DaemonProcess daemon(daemon_args(cg, pins));
@@ -403,15 +403,15 @@ void restart_during_traffic(int sig, const std::string& tag) {
 
 }  // namespace
 
-TEST_CASE("integrity: SIGTERM and restart of the daemon during traffic", "[integrity]") {
+TEST_CASE("integrity: SIGTERM and restart of the daemon during traffic", "[integrity][drain]") {
     restart_during_traffic(SIGTERM, "restart");
 }
 
-TEST_CASE("integrity: SIGKILL and restart of the daemon during traffic", "[integrity]") {
+TEST_CASE("integrity: SIGKILL and restart of the daemon during traffic", "[integrity][drain]") {
     restart_during_traffic(SIGKILL, "kill");
 }
 
-TEST_CASE("integrity: a receiver that stops reading for a while and then resumes", "[integrity]") {
+TEST_CASE("integrity: a receiver that stops reading for a while and then resumes", "[integrity][drain]") {
     TestCgroup cg("pause");
     TestPinDir pins("pause");
     DaemonProcess daemon(daemon_args(cg, pins));
@@ -477,7 +477,7 @@ TEST_CASE("integrity: a receiver that stops reading for a while and then resumes
     CHECK(daemon.stop() == 0);
 }
 
-TEST_CASE("integrity: back-pressure holds a sender whose receiver stops reading", "[integrity]") {
+TEST_CASE("integrity: back-pressure holds a sender whose receiver stops reading", "[integrity][drain]") {
     TestCgroup cg("backpressure");
     TestPinDir pins("backpressure");
     constexpr std::uint64_t kLimit = 1 << 20;
@@ -582,7 +582,7 @@ TEST_CASE("integrity: back-pressure holds a sender whose receiver stops reading"
     CHECK(daemon.stop() == 0);
 }
 
-TEST_CASE("integrity: the peer closes while redirected data is unread", "[integrity]") {
+TEST_CASE("integrity: the peer closes while redirected data is unread", "[integrity][drain]") {
     TestCgroup cg("peerclose");
     TestPinDir pins("peerclose");
     DaemonProcess daemon(daemon_args(cg, pins));
@@ -647,7 +647,7 @@ TEST_CASE("integrity: the peer closes while redirected data is unread", "[integr
     CHECK(daemon.stop() == 0);
 }
 
-TEST_CASE("integrity: a map smaller than the number of connections", "[integrity]") {
+TEST_CASE("integrity: a map smaller than the number of connections", "[integrity][drain]") {
     TestCgroup cg("small");
     TestPinDir pins("small");
     DaemonProcess daemon(daemon_args(cg, pins, {"--map-size", "16"}));

@@ -245,7 +245,8 @@ TEST_CASE("policy: bad input is refused and the policy in force is unchanged") {
 }
 
 TEST_CASE("policy: --apply-existing moves connections the new policy excludes to TCP, "
-          "losing nothing") {
+          "losing nothing",
+          "[drain]") {
     TestCgroup cg("polapply");
     TestPinDir pins("polapply");
     DaemonProcess daemon(daemon_args(cg, pins));

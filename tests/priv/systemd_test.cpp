@@ -450,7 +450,7 @@ TEST_CASE("systemd: READY=1 once attached and listening, then WATCHDOG=1 with ST
     check_senders(daemon);
 }
 
-TEST_CASE("systemd: without the watchdog, STATUS= follows detach, attach and flush-map only") {
+TEST_CASE("systemd: without the watchdog, STATUS= follows detach, attach and flush-map only", "[drain]") {
     TestCgroup cg("sd_status");
     TestPinDir pins("sd_status");
     TempDir tmp;
@@ -566,7 +566,7 @@ TEST_CASE("systemd: a reload sends RELOADING=1, then READY=1, also when it fails
     check_senders(daemon);
 }
 
-TEST_CASE("systemd: SIGTERM sends STOPPING=1 first; the watchdog pings through the drain") {
+TEST_CASE("systemd: SIGTERM sends STOPPING=1 first, and the watchdog pings through the drain", "[drain]") {
     TestCgroup cg("sd_stop");
     TestPinDir pins("sd_stop");
     TempDir tmp;

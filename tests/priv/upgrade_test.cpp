@@ -128,7 +128,7 @@ struct KilledWithUnreadData {
 }  // namespace
 
 TEST_CASE("upgrade: pinned state of another ABI is retired, not freed, and no byte is lost",
-          "[upgrade]") {
+          "[upgrade][drain]") {
     TestCgroup cg("upgrade");
     TestPinDir pins("upgrade");
     KilledWithUnreadData old(cg, pins);
@@ -244,7 +244,7 @@ TEST_CASE("upgrade: pinned state of another ABI is retired, not freed, and no by
 }
 
 TEST_CASE("upgrade: incompatible state whose config cannot be read is refused and left untouched",
-          "[upgrade]") {
+          "[upgrade][drain]") {
     const auto variant = GENERATE(as<std::string>{}, "missing", "too small", "not an array");
     INFO("config pin " << variant);
     TestCgroup cg("upgrade_refuse");

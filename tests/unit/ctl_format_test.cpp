@@ -52,9 +52,10 @@ json sample_status() {
                     "add_failed_other":2,"add_skipped_disabled":0,"add_skipped_data_sent":0,
                     "redirect_msgs":56789,"redirect_bytes":1572864,"redirect_misses":2,
                     "tcp_path_sockets":1,"pass_msgs":100,"pass_bytes":4096,"storage_missing":0},
-        "drain":{"active":false,"pending":0,"pending_bytes":0,"pending_bytes_exact":true,
-                 "flushed_total":0},
-        "features":{"send_tracking":false,"drain_iterator":true},
+        "drain":{"active":false,"pending":0,"unreached":0,"pending_bytes":0,
+                 "pending_bytes_exact":true,"flushed_total":0,"backend":"sockhash",
+                 "iterator":"iter/sockmap","complete":true,"cannot_see":null},
+        "features":{"send_tracking":false,"sockmap_iterator":true,"drain_backend":"sockhash"},
         "kernel_issues":[{"id":"eagain_blocking_read","summary":"reads may see EAGAIN"}],
         "config":{"log_level":"info","cgroup":"","control":{"max_clients":64}},
         "something_new":{"a":[1,2,3]}
@@ -296,8 +297,8 @@ TEST_CASE("render_status: full result", "[ctl][render]") {
     CHECK(contains(out, "Sockets: 1,234 added; 3 add failed (1 map full, 2 other)\n"));
     CHECK(contains(out, "Redirected: 56,789 msgs, 1.5 MiB\n"));
     CHECK(contains(out, "Misses: 2 redirect misses, 1 socket on the TCP path\n"));
-    CHECK(contains(out, "Drain: idle\n"));
-    CHECK(contains(out, "Features: drain_iterator; unavailable: send_tracking\n"));
+    CHECK(contains(out, "Drain: idle; backend sockhash (iter/sockmap)\n"));
+    CHECK(contains(out, "Features: sockmap_iterator; unavailable: send_tracking\n"));
     CHECK(contains(out, "Kernel issues: eagain_blocking_read: reads may see EAGAIN\n"));
     // Config: label alone, then key=value lines in the value column,
     // nested keys dotted, empty strings visible.
@@ -328,6 +329,14 @@ TEST_CASE("render_status: draining, adopted, detached details", "[ctl][render]")
     CHECK(contains(out, "yes (cgroup /sys/fs/cgroup, adopted from a previous run)"));
     CHECK(contains(out, "Drain: draining: 2 sockets, at least 4.0 KiB pending\n"));
     CHECK(contains(out, "Kernel issues: none\n"));
+    s["drain"] = json::parse(
+        R"({"active":true,"pending":3,"unreached":1,"pending_bytes":0,"pending_bytes_exact":false,
+            "backend":"task_file","iterator":"iter/task_file","complete":false,
+            "cannot_see":"sockets held in no process's file table"})");
+    CHECK(contains(ctl::render_status(s),
+                   "Drain: draining: 3 sockets, at least 0 B pending, 1 the walk cannot reach; "
+                   "backend task_file (iter/task_file), cannot see sockets held in no process's "
+                   "file table\n"));
 
     s["attach"] = json::parse(R"({"attached":false,"pin_dir":"/p"})");
     out = ctl::render_status(s);
@@ -461,6 +470,11 @@ TEST_CASE("render_flush", "[ctl][render]") {
         json::parse(R"({"flushed":3,"pending":1,"pending_bytes":100,"pending_bytes_exact":false})");
     CHECK(ctl::render_flush(inexact, false) ==
           "flushed 3 sockets; 1 pending (at least 100 B unread)\n");
+    json blind = json::parse(R"({"flushed":0,"pending":2,"unreached":1,"pending_bytes":0,
+        "pending_bytes_exact":false,"background":true})");
+    CHECK(ctl::render_flush(blind, false) ==
+          "flushed 0 sockets; 2 pending (at least 0 B unread, 1 the walk cannot reach), draining "
+          "in the background\n");
     CHECK_NOTHROW(ctl::render_flush(json(nullptr), true));
 }
 

@@ -14,7 +14,8 @@ namespace {
 KernelFeatures all() {
     KernelFeatures f;
     f.sockhash = f.sk_msg = f.sockops = f.cgroup_bpf_link = f.sk_storage_in_sk_msg = true;
-    f.sockmap_iterator = f.psock_msg_tot_len = f.sk_msg_kernel_reads = true;
+    f.sockmap_iterator = f.task_file_iterator = f.tcp_iterator = f.map_iterator = true;
+    f.psock_msg_tot_len = f.sk_msg_kernel_reads = true;
     return f;
 }
 
@@ -23,7 +24,9 @@ KernelFeatures all() {
 TEST_CASE("a missing required mechanism names itself; optional ones never stop the start") {
     CHECK_FALSE(sockaccel::missing_required(all()).has_value());
     auto f = all();
-    f.sockmap_iterator = f.psock_msg_tot_len = f.sk_msg_kernel_reads = false;
+    f.sockmap_iterator = f.task_file_iterator = f.tcp_iterator = f.map_iterator = false;
+    f.psock_msg_tot_len = f.sk_msg_kernel_reads = false;
+    // No iterator at all is refused too, by drain_candidates() (drain_backend_test.cpp).
     CHECK_FALSE(sockaccel::missing_required(f).has_value());
 
     const std::pair<bool KernelFeatures::*, const char*> required[] = {
@@ -71,16 +74,23 @@ TEST_CASE("SOCKACCEL_FEATURES_OFF turns optional features off, or fails and chan
     CHECK(bad.error().find("unknown feature \"sockhash\"") != std::string::npos);
     CHECK(f.psock_msg_tot_len);  // unchanged: nothing applied
     CHECK_FALSE(sockaccel::mask_features(f, "sockmap_iterator,"));
+    f = all();
+    REQUIRE(sockaccel::mask_features(f, "task_file_iterator,tcp_iterator,map_iterator"));
+    CHECK(f.sockmap_iterator);
+    CHECK_FALSE(f.task_file_iterator);
+    CHECK_FALSE(f.tcp_iterator);
+    CHECK_FALSE(f.map_iterator);
     CHECK(sockaccel::mask_features(f, std::string(100000, 'x')).error().size() < 300);
 }
 
 TEST_CASE("status.features lists every probed mechanism") {
     auto j = sockaccel::features_to_json(all());
     for (const char* key : {"sockhash", "sk_msg", "sockops", "cgroup_bpf_link",
-                            "sk_storage_in_sk_msg", "sockmap_iterator", "psock_msg_tot_len",
+                            "sk_storage_in_sk_msg", "sockmap_iterator", "task_file_iterator",
+                            "tcp_iterator", "map_iterator", "psock_msg_tot_len",
                             "sk_msg_kernel_reads", "backpressure"}) {
         INFO(key);
         CHECK(j[key] == true);
     }
-    CHECK(j.size() == 9);
+    CHECK(j.size() == 12);
 }

@@ -27,6 +27,8 @@ MetricsSnapshot sample() {
     s.drain_pending_sockets = 2;
     s.drain_pending_bytes = 150000;
     s.drain_flushed_total = 9;
+    s.drain_unreached_sockets = 2;
+    s.drain_backend = "task_file";
     return s;
 }
 
@@ -58,10 +60,12 @@ TEST_CASE("metrics: every sample has HELP and TYPE, and the text format's syntax
     CHECK(seen == helped);
     CHECK(seen == typed);
     // Every data-plane counter is exported.
-    CHECK(seen.size() == 9 + SOCKACCEL_CNT__MAX);
+    CHECK(seen.size() == 11 + SOCKACCEL_CNT__MAX);
     CHECK(text.find("sockaccel_redirected_bytes_total 1006\n") != std::string::npos);
     CHECK(text.find("sockaccel_map_entries 7\n") != std::string::npos);
     CHECK(text.find("sockaccel_drain_pending_bytes 150000\n") != std::string::npos);
+    CHECK(text.find("sockaccel_drain_backend_info{backend=\"task_file\"} 1\n") != std::string::npos);
+    CHECK(text.find("sockaccel_drain_unreached_sockets 2\n") != std::string::npos);
     CHECK(text.find("sockaccel_build_info{version=\"0.1.0\",abi=\"3\",kernel=\"6.18.44\"} 1\n") !=
           std::string::npos);
 }

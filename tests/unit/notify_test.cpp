@@ -121,11 +121,10 @@ TEST_CASE("status_text summarises the running state in one line") {
 }
 
 TEST_CASE("stopping_status_text says what the stop waits for") {
-    CHECK(stopping_status_text(4, true, 10) == "stopping: draining 4 sockets (at most 10 s)");
-    CHECK(stopping_status_text(1, true, 0) == "stopping: draining 1 socket (at most 0 s)");
-    CHECK(stopping_status_text(std::nullopt, true, 3) ==
+    CHECK(stopping_status_text(4, 10) == "stopping: draining 4 sockets (at most 10 s)");
+    CHECK(stopping_status_text(1, 0) == "stopping: draining 1 socket (at most 0 s)");
+    CHECK(stopping_status_text(std::nullopt, 3) ==
           "stopping: draining ? sockets (at most 3 s)");
-    CHECK(stopping_status_text(4, false, 10) == "stopping");
 }
 
 TEST_CASE("sanitize_status keeps a status to one assignment") {

@@ -13,7 +13,7 @@
 
 #include <linux/types.h>
 
-#define SOCKACCEL_ABI_VERSION 3
+#define SOCKACCEL_ABI_VERSION 4
 
 /* Address families as the kernel reports them (AF_INET, AF_INET6). Spelled out
  * so the BPF side does not need <sys/socket.h>. */
@@ -202,13 +202,9 @@ enum sockaccel_sk_flag {
 	 * must never redirect again (kernel-facts fact 2: the receiver would read
 	 * later redirected bytes before the earlier TCP bytes). */
 	SOCKACCEL_SK_TCP_PATH = 1u << 0,
-	/* A drain has claimed this socket: it never redirects again, and it
-	 * leaves the sockhash once that is safe. Set by the drain iterator. */
-	SOCKACCEL_SK_DRAINING = 1u << 1,
-	/* Seen with no send in progress after DRAINING was set (in an earlier
-	 * drain pass), so no redirect from this socket can still be in flight:
-	 * every later send reads DRAINING and takes TCP. Sticky. */
-	SOCKACCEL_SK_QUIESCED = 1u << 2,
+	/* Bits 1 and 2 (a drain's claim, ABI 3 and earlier) are unused: the
+	 * drain keeps its state in the gate word, which every walk can reach
+	 * by key (SOCKACCEL_GATE_DRAIN_CLAIMED). */
 	/* Back-pressure: the peer had more than max_unread_bytes unread, so this
 	 * socket sends through TCP, where the peer's receive window and our send
 	 * buffer block it the way TCP always does. Unlike TCP_PATH it is lifted:
@@ -234,6 +230,8 @@ struct sockaccel_sk_state {
 	__u64 peer_sk;
 };
 
+#define SOCKACCEL_GATE_CLAIM_PASS_SHIFT 32
+
 /* Bits of the per-target gate word (the redir_gate map, keyed like the
  * sockhash by the target socket's key). Before every redirect verdict a
  * sender makes sure PEER_REDIRECTED is set on its peer's word (fetch-or the
@@ -255,13 +253,23 @@ enum sockaccel_gate_bit {
 	 * at its first send or first received segment has no local peer: it
 	 * leaves the sockhash through the same gate as at FIN. */
 	SOCKACCEL_GATE_LOCAL_PEER = 1u << 2,
+	/* A drain claimed the socket: CLOSING is set on its word and on its
+	 * peer's, so nothing redirects into it and it redirects into nothing
+	 * any more. Set by the drain walk, last, with the number of the pass
+	 * that claimed it in bits 32-63 (SOCKACCEL_GATE_CLAIM_PASS_SHIFT). */
+	SOCKACCEL_GATE_DRAIN_CLAIMED = 1u << 3,
+	/* Seen with no send in progress by a pass after the one that claimed
+	 * it, so no redirect of its own can still be in flight: every send
+	 * that starts later reads CLOSING on its peer's word. Sticky. */
+	SOCKACCEL_GATE_DRAIN_QUIESCED = 1u << 4,
 };
 
-/* What the drain iterator does on this pass (sockaccel_drain_ctl.mode). */
+/* What the drain walk does on this pass (sockaccel_drain_ctl.mode). */
 enum sockaccel_drain_mode {
-	/* Mark every socket in the sockhash DRAINING, then as SCAN. */
+	/* Claim every socket in the sockhash (SOCKACCEL_GATE_DRAIN_CLAIMED),
+	 * then as SCAN. */
 	SOCKACCEL_DRAIN_CLAIM = 1,
-	/* Mark QUIESCED the DRAINING sockets that are; report every socket.
+	/* Mark QUIESCED the claimed sockets that are; report every socket.
 	 * Sockets inserted since the claim are left alone. */
 	SOCKACCEL_DRAIN_SCAN = 2,
 	/* Delete sockets whose cookie is in drain_delete and whose redirect
@@ -272,12 +280,23 @@ enum sockaccel_drain_mode {
 	SOCKACCEL_DRAIN_FORCE_DELETE = 4,
 	/* As CLAIM, for the sockets the current policy would not insert. */
 	SOCKACCEL_DRAIN_CLAIM_POLICY = 5,
+	/* As CLAIM, for the sockets whose cookie is in drain_claim (enum
+	 * sockaccel_drain_list): those an earlier pass's walk could not reach. */
+	SOCKACCEL_DRAIN_CLAIM_LISTED = 6,
 };
 
-/* Element 0 of the drain_ctl array map, written before each pass. */
+/* Values of the drain_claim hash (key: socket cookie). */
+enum sockaccel_drain_list {
+	SOCKACCEL_DRAIN_LIST_CLAIM = 1,        /* claim it */
+	SOCKACCEL_DRAIN_LIST_CLAIM_POLICY = 2, /* claim it if the policy excludes it */
+};
+
+/* Element 0 of the drain_ctl array map, written before each pass. The drain
+ * structures below are never pinned: each daemon creates its own, so they
+ * may change without an ABI version. */
 struct sockaccel_drain_ctl {
 	__u32 mode; /* enum sockaccel_drain_mode */
-	__u32 pad;
+	__u32 pass; /* differs from one pass to the next (SOCKACCEL_GATE_DRAIN_CLAIMED) */
 };
 
 /* Bits of sockaccel_drain_record.status. */
@@ -286,6 +305,12 @@ enum sockaccel_drain_status {
 	SOCKACCEL_DRAIN_DELETED = 1u << 1,       /* removed from the sockhash in this pass */
 	SOCKACCEL_DRAIN_FOREIGN = 1u << 2,       /* no sk_state: not inserted by us */
 	SOCKACCEL_DRAIN_BYTES_KNOWN = 1u << 3,   /* pending_bytes is exact */
+	SOCKACCEL_DRAIN_CLAIMED = 1u << 4,       /* its gate word says DRAIN_CLAIMED */
+	SOCKACCEL_DRAIN_QUIESCED = 1u << 5,      /* its gate word says DRAIN_QUIESCED */
+	/* The walk cannot read the socket's storage (iter/task_file on kernels
+	 * whose verifier marks sock->sk untrusted): sk_flags is 0 and FOREIGN
+	 * unknown. */
+	SOCKACCEL_DRAIN_FLAGS_UNKNOWN = 1u << 6,
 };
 
 /* One record per sockhash entry and visit, written by the drain iterator
@@ -300,7 +325,7 @@ struct sockaccel_drain_record {
 	struct sockaccel_key key;
 	__u64 cookie;
 	__u64 pending_bytes; /* unread redirected bytes (exact if BYTES_KNOWN) */
-	__u32 sk_flags;      /* enum sockaccel_sk_flag, after this pass */
+	__u32 sk_flags;      /* enum sockaccel_sk_flag (see FLAGS_UNKNOWN) */
 	__u32 status;        /* enum sockaccel_drain_status */
 };
 
@@ -313,7 +338,14 @@ struct sockaccel_drain_verdict {
 	__u64 pending_bytes; /* unread redirected bytes it held (dropped unless EMPTY) */
 };
 
+/* What sockaccel_count_map writes for each sockhash on the host. */
+struct sockaccel_map_count {
+	__u32 map_id;
+	__u32 count; /* entries */
+};
+
 #ifdef __cplusplus
+static_assert(sizeof(struct sockaccel_map_count) == 8, "sockaccel_map_count layout");
 static_assert(sizeof(struct sockaccel_key) == 48, "sockaccel_key layout");
 static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout");
 static_assert(sizeof(struct sockaccel_sk_state) == 16, "sockaccel_sk_state layout");
@@ -321,6 +353,7 @@ static_assert(sizeof(struct sockaccel_drain_ctl) == 8, "sockaccel_drain_ctl layo
 static_assert(sizeof(struct sockaccel_drain_record) == 72, "sockaccel_drain_record layout");
 static_assert(sizeof(struct sockaccel_cidr_key) == 20, "sockaccel_cidr_key layout");
 #else
+_Static_assert(sizeof(struct sockaccel_map_count) == 8, "sockaccel_map_count layout");
 _Static_assert(sizeof(struct sockaccel_key) == 48, "sockaccel_key layout");
 _Static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout");
 _Static_assert(sizeof(struct sockaccel_sk_state) == 16, "sockaccel_sk_state layout");

@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "drain_scheduler.h"
+
+#include <algorithm>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+namespace sockaccel {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+// Between drain passes while a command waits, and in the background. Short
+// while someone waits for an answer; relaxed when nobody does.
+constexpr std::chrono::milliseconds kDrainStep{20};
+constexpr std::chrono::milliseconds kBackgroundStep{250};
+constexpr std::chrono::milliseconds kUnreachedStepMax{8000};
+
+awaitable<void> sleep_for(asio::steady_timer& timer, Clock::duration d) {
+    timer.expires_after(d);
+    boost::system::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
+}
+}  // namespace
+
+DrainScheduler::DrainScheduler(asio::io_context& io, DataPlane& dataplane,
+                               std::function<void()> on_change)
+    : io_(io), drain_(dataplane), on_change_(std::move(on_change)) {}
+
+awaitable<Result<DrainReport>> DrainScheduler::run(Claim claim, bool force,
+                                                   std::chrono::milliseconds wait) {
+    DrainReport total;
+    const auto deadline = Clock::now() + wait;
+    asio::steady_timer timer(io_);
+    // Whatever was flushed before an error still counts.
+    auto fail = [&](const SysError& e) {
+        flushed_total_ += total.flushed;
+        if (total.pending > 0 || drain_.pending()) ensure_background();
+        return tl::unexpected(e);
+    };
+    if (claim != Claim::none) {
+        auto r = drain_.claim(claim == Claim::outside_policy);
+        if (!r) co_return fail(r.error());
+    }
+    for (;;) {
+        auto r = drain_.pass(false);
+        if (!r) co_return fail(r.error());
+        total.flushed += r->flushed;
+        total.pending = r->pending;
+        total.unreached = r->unreached;
+        total.pending_bytes = r->pending_bytes;
+        total.pending_bytes_exact = r->pending_bytes_exact;
+        // Only unreached sockets left: no pass within `wait` can finish
+        // them (the walk cannot see them), so waiting is pointless.
+        if (r->pending == 0 || r->pending == r->unreached || Clock::now() >= deadline) break;
+        // QUIESCED needs a pass after the claim, so a flush always takes at
+        // least two passes; this timer is what separates them.
+        co_await sleep_for(timer, std::min<Clock::duration>(kDrainStep, deadline - Clock::now()));
+    }
+    if (force && total.pending > total.unreached) {
+        auto r = drain_.pass(true);
+        if (!r) co_return fail(r.error());
+        total.flushed += r->flushed;
+        total.dropped_sockets = r->dropped_sockets;
+        total.dropped_bytes = r->dropped_bytes;
+        total.pending = r->pending;
+        total.unreached = r->unreached;
+        total.pending_bytes = r->pending_bytes;
+        if (total.dropped_sockets > 0)
+            spdlog::warn("flush-map --force dropped {} socket(s) holding {} unread byte(s)",
+                         total.dropped_sockets, total.dropped_bytes);
+    }
+    flushed_total_ += total.flushed;
+    if (total.pending > 0) ensure_background();
+    co_return total;
+}
+
+void DrainScheduler::ensure_background() {
+    if (background_running_ || stopped_) return;
+    background_running_ = true;
+    unreached_step_ = std::chrono::milliseconds(0);
+    asio::co_spawn(io_, background(), asio::detached);
+    if (on_change_) on_change_();
+}
+
+std::chrono::milliseconds DrainScheduler::background_step(const DrainReport& pass) {
+    if (pass.flushed > 0 || pass.pending != pass.unreached) {
+        unreached_step_ = std::chrono::milliseconds(0);
+        return kBackgroundStep;
+    }
+    unreached_step_ = std::min(kUnreachedStepMax, std::max(kBackgroundStep, unreached_step_ * 2));
+    return unreached_step_;
+}
+
+awaitable<void> DrainScheduler::background() {
+    asio::steady_timer timer(io_);
+    auto step = kBackgroundStep;
+    while (!stopped_) {
+        auto r = drain_.pass(false);
+        if (!r) {
+            spdlog::warn("background drain: {}; retrying", r.error().message());
+        } else {
+            flushed_total_ += r->flushed;
+            if (r->flushed)
+                spdlog::info("drain: removed {} socket(s); {} pending", r->flushed, r->pending);
+            if (r->pending == 0) break;
+            step = background_step(*r);
+        }
+        co_await sleep_for(timer, step);
+    }
+    background_running_ = false;
+    if (on_change_) on_change_();
+}
+
+}  // namespace sockaccel

@@ -418,7 +418,11 @@ Daemon::Reply Daemon::cmd_reload() {
         if (auto r = apply_policy(*policy); !r) return tl::unexpected(kernel_error(r.error()));
     if (limit != *in_kernel) {
         if (auto r = dataplane_->set_max_unread_bytes(limit); !r) {
-            if (auto old = encode_for_kernel(config_.policy); policy && old) apply_policy(*old);
+            // Put the running policy back, so the reload changes nothing.
+            if (auto old = encode_for_kernel(config_.policy); policy && old)
+                if (auto back = apply_policy(*old); !back)
+                    spdlog::error("reload: restoring the previous policy failed: {}",
+                                  back.error().message());
             return tl::unexpected(kernel_error(r.error()));
         }
         // "auto" both times, but tcp_rmem changed: applied all the same.

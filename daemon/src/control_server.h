@@ -64,7 +64,7 @@ public:
     // otherwise creates config.socket: the directory with mode 0755 (and
     // refuses one that others can write to), a stale socket file replaced,
     // the socket with mode 0660 owned by root:config.group.
-    Result<void> listen();
+    [[nodiscard]] Result<void> listen();
 
     // Starts accepting (co_spawned on the io_context).
     void start();

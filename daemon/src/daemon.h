@@ -101,7 +101,7 @@ private:
     // cgroup v2 root. The error names the missing cgroup.
     tl::expected<EncodedPolicy, std::string> encode_for_kernel(const Policy& policy) const;
     // Writes `policy` to the kernel, restoring the running one on failure.
-    Result<void> apply_policy(const EncodedPolicy& next);
+    [[nodiscard]] Result<void> apply_policy(const EncodedPolicy& next);
     // Runs the kernel feature probe and picks the drain backends to try;
     // throws StartupError without a required mechanism.
     void probe_features();

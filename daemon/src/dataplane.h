@@ -133,7 +133,7 @@ public:
 
     // Opens the embedded object without loading it (no privilege needed) and
     // lists its maps, so tests can check them against the ABI structs.
-    static Result<std::vector<MapLayout>> embedded_maps();
+    [[nodiscard]] static Result<std::vector<MapLayout>> embedded_maps();
 
     // Loads, adopts or creates, attaches and pins. Throws StartupError with
     // one line for the operator.
@@ -149,23 +149,23 @@ public:
     DrainWalk drain_walk() const { return sockaccel::drain_walk(features_.drain_backend); }
 
     // The config map as the kernel has it (what the programs act on).
-    Result<sockaccel_config> config() const;
+    [[nodiscard]] Result<sockaccel_config> config() const;
     // Run-time behaviour: enum sockaccel_config_flag bits in the config map.
-    Result<std::uint32_t> flags() const;
-    Result<void> set_flags(std::uint32_t flags);
+    [[nodiscard]] Result<std::uint32_t> flags() const;
+    [[nodiscard]] Result<void> set_flags(std::uint32_t flags);
     // Back-pressure limit (sockaccel_config.max_unread_bytes), applied to
     // the next send of every socket. The getter reads what the kernel has.
-    Result<std::uint64_t> max_unread_bytes() const;
-    Result<void> set_max_unread_bytes(std::uint64_t limit);
+    [[nodiscard]] Result<std::uint64_t> max_unread_bytes() const;
+    [[nodiscard]] Result<void> set_max_unread_bytes(std::uint64_t limit);
 
     // Replaces the policy (policy.h) for new connections: the new entries
     // are written, then the summary flags in the config map, then stale
     // entries removed. A connection established during the switch is judged
     // by entries of either policy. On error the maps may hold a mix; the
     // caller applies the old policy again.
-    Result<void> set_policy(const EncodedPolicy& policy);
+    [[nodiscard]] Result<void> set_policy(const EncodedPolicy& policy);
 
-    Result<CounterValues> read_counters() const;
+    [[nodiscard]] Result<CounterValues> read_counters() const;
 
     // Number of sockets in the sockhash, by features().entry_counter.
     [[nodiscard]] Result<std::uint64_t> count_entries() const;
@@ -193,19 +193,19 @@ public:
     // Detaches / re-attaches the sockops program from the cgroup (and its
     // pin): new connections stop / resume being accelerated. Existing ones
     // are untouched. Idempotent.
-    Result<void> detach_sockops();
-    Result<void> attach_sockops();
+    [[nodiscard]] Result<void> detach_sockops();
+    [[nodiscard]] Result<void> attach_sockops();
     bool sockops_attached() const { return static_cast<bool>(link_fd_); }
 
     // Removes every retired directory whose sockhash is empty (its sockets
     // have all closed, so no unread data can be left) and returns the ones
     // that stay. Called at start, at stop and by status: the kernel has no
     // event for "this map became empty", and no timer is worth it.
-    Result<std::vector<RetiredState>> collect_retired();
+    [[nodiscard]] Result<std::vector<RetiredState>> collect_retired();
 
     // Orderly shutdown, see the header comment. After it, only the
     // destructor may be called.
-    Result<StopOutcome> stop();
+    [[nodiscard]] Result<StopOutcome> stop();
 
 private:
     DataPlane() = default;
@@ -219,10 +219,10 @@ private:
     void retire_pins(std::uint32_t abi_version, std::optional<std::uint64_t> sockets);
     void open_and_load(const DataPlaneOptions& options);
     void attach(const DataPlaneOptions& options);
-    Result<UniqueFd> create_sockops_link();
+    [[nodiscard]] Result<UniqueFd> create_sockops_link();
     std::string pin_path(const char* name) const;
-    Result<void> update_config(const std::function<void(sockaccel_config&)>& change);
-    Result<void> write_policy_entries(const EncodedPolicy& policy);
+    [[nodiscard]] Result<void> update_config(const std::function<void(sockaccel_config&)>& change);
+    [[nodiscard]] Result<void> write_policy_entries(const EncodedPolicy& policy);
     // The iterator link of `prog`, attached on first use into `link` (a
     // link is a template; each bpf_iter_create() on it is one independent
     // walk). Iterators over a map's elements get the sockhash as their map.

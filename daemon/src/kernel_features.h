@@ -61,7 +61,7 @@ struct KernelFeatures {
 // Probes the running kernel. Fails only if the probing itself cannot run
 // (no BTF at /sys/kernel/btf/vmlinux counts as "no optional feature", and
 // with it, no iterator: they attach by BTF id).
-Result<KernelFeatures> probe_kernel_features();
+[[nodiscard]] Result<KernelFeatures> probe_kernel_features();
 
 // One line naming the first missing required mechanism, or nullopt.
 std::optional<std::string> missing_required(const KernelFeatures& features);

@@ -85,7 +85,7 @@ struct KernelIssueProbe {
 // Precondition: call it from a single-threaded process (sockacceld does, at
 // start-up): fork() copies only the calling thread, and the child allocates
 // and starts a thread. Blocks the calling thread for the probe's duration.
-Result<KernelIssueProbe> probe_blocking_read_eagain(const SelfTestOptions& options = {});
+[[nodiscard]] Result<KernelIssueProbe> probe_blocking_read_eagain(const SelfTestOptions& options = {});
 
 // The status command's kernel_issues entry for this issue; `detected` is
 // true, false, or null when unknown (docs/protocol.md, status).

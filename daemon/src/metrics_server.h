@@ -37,7 +37,7 @@ public:
     MetricsServer(boost::asio::io_context& io, boost::asio::ip::tcp::endpoint endpoint,
                   std::function<std::string()> render);
     // Binds and listens (SO_REUSEADDR); call once.
-    Result<void> listen();
+    [[nodiscard]] Result<void> listen();
     // Starts accepting on the io_context.
     void start();
     // Stops accepting; open connections finish or time out.

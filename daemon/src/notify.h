@@ -62,7 +62,7 @@ public:
     // sd_watchdog_enabled() says the watchdog is meant for this process
     // ($WATCHDOG_PID unset or equal to getpid()); nullopt when it is not
     // enabled. An unparsable variable is an error.
-    static Result<std::optional<std::chrono::microseconds>> watchdog_period();
+    [[nodiscard]] static Result<std::optional<std::chrono::microseconds>> watchdog_period();
 
     void ready(std::string_view status);
     void reloading(std::string_view status);

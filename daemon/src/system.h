@@ -46,25 +46,25 @@ private:
 // Mount point of the first cgroup2 filesystem listed in `mounts_text` (the
 // contents of /proc/self/mounts), with octal escapes (\040) decoded.
 // ENOENT if there is none.
-Result<std::string> find_cgroup2_mount(std::string_view mounts_text);
+[[nodiscard]] Result<std::string> find_cgroup2_mount(std::string_view mounts_text);
 
 // Reads /proc/self/mounts and calls the above.
-Result<std::string> find_cgroup2_mount();
+[[nodiscard]] Result<std::string> find_cgroup2_mount();
 
 // Resolves the configured cgroup ("" = root, relative = under root, absolute
 // as is) and checks that it is a directory on cgroup v2.
-Result<std::string> resolve_cgroup(const std::string& configured, const std::string& root);
+[[nodiscard]] Result<std::string> resolve_cgroup(const std::string& configured, const std::string& root);
 
 // Makes sure `pin_dir` can be used: mounts bpffs on /sys/fs/bpf when the
 // parent of pin_dir is /sys/fs/bpf and nothing is mounted there, then
 // creates pin_dir (mode 0700) and checks it is on bpffs. Returns true if
 // this call mounted bpffs.
-Result<bool> prepare_pin_dir(const std::string& pin_dir);
+[[nodiscard]] Result<bool> prepare_pin_dir(const std::string& pin_dir);
 
 // Takes an exclusive, non-blocking flock() on the directory. The lock dies
 // with the process, so a crashed daemon never blocks its successor. EWOULDBLOCK
 // means another process holds it.
-Result<UniqueFd> lock_directory(const std::string& dir);
+[[nodiscard]] Result<UniqueFd> lock_directory(const std::string& dir);
 
 // uname -r.
 std::string kernel_release();

@@ -99,8 +99,23 @@ struct sock_common {
 	atomic64_t skc_cookie;
 } __attribute__((preserve_access_index));
 
+/* include/linux/bpf_local_storage.h: a socket's storage, one element per
+ * storage map, with a cache of one slot per map (cache_idx) that every
+ * lookup fills. The data of an element starts after its map pointer. */
+struct bpf_local_storage_data {
+	void *smap;
+	__u8 data[0];
+} __attribute__((preserve_access_index));
+
+#define SOCKACCEL_LOCAL_STORAGE_CACHE_SIZE 16
+
+struct bpf_local_storage {
+	struct bpf_local_storage_data *cache[SOCKACCEL_LOCAL_STORAGE_CACHE_SIZE];
+} __attribute__((preserve_access_index));
+
 struct sock {
 	struct sock_common __sk_common;
+	struct bpf_local_storage *sk_bpf_storage;
 	struct sk_buff_head sk_receive_queue; /* bytes that came through TCP */
 	void *sk_user_data;
 	struct sock_cgroup_data sk_cgrp_data; /* cgroup of the creating process */

@@ -702,6 +702,39 @@ static __always_inline __u64 claim_socket(const struct sockaccel_key *key, __u32
 	       SOCKACCEL_GATE_DRAIN_CLAIMED | ((__u64)pass << SOCKACCEL_GATE_CLAIM_PASS_SHIFT);
 }
 
+/*
+ * The flags sk_state holds for `sk`, read-only and without the storage
+ * helpers, for a walk whose socket pointer they refuse. The socket's local
+ * storage caches a pointer to each map's data (bpf_local_storage_lookup()
+ * fills the slot on every lookup, and the verdict looks ours up on every
+ * send). Returns 0 with *flags set, 1 if the socket has no storage at all
+ * (so not ours: FOREIGN), -1 if no cache slot holds ours (unknown).
+ */
+static __always_inline int sk_state_flags_of(struct sock *sk, __u32 *flags)
+{
+	struct bpf_local_storage *storage = BPF_CORE_READ(sk, sk_bpf_storage);
+	struct bpf_local_storage_data *sdata;
+	void *slot;
+	int i;
+
+	if (!storage)
+		return 1;
+	slot = (void *)storage + bpf_core_field_offset(struct bpf_local_storage, cache);
+	for (i = 0; i < SOCKACCEL_LOCAL_STORAGE_CACHE_SIZE; i++) {
+		sdata = NULL;
+		bpf_probe_read_kernel(&sdata, sizeof(sdata), slot + i * sizeof(void *));
+		if (!sdata || BPF_CORE_READ(sdata, smap) != (void *)&sk_state)
+			continue;
+		if (bpf_probe_read_kernel(flags, sizeof(*flags),
+					  (void *)sdata +
+						  bpf_core_field_offset(struct bpf_local_storage_data, data) +
+						  __builtin_offsetof(struct sockaccel_sk_state, flags)))
+			return -1;
+		return 0;
+	}
+	return -1;
+}
+
 /* The visit of one socket of sock_hash; rec->key is its entry's key.
  * `helpers` (a constant at each call): sk is a pointer the socket helpers
  * accept, so the cookie may be generated and socket storage read. */
@@ -716,7 +749,7 @@ static __always_inline int drain_visit(struct seq_file *seq, struct sock *sk,
 	struct list_head *head;
 	__u32 zero = 0, *listed;
 	__u64 word, *gate;
-	int claim;
+	int claim, by_policy, found;
 
 	dc = bpf_map_lookup_elem(&drain_ctl, &zero);
 	if (!dc)
@@ -749,7 +782,11 @@ static __always_inline int drain_visit(struct seq_file *seq, struct sock *sk,
 		else
 			rec->status |= SOCKACCEL_DRAIN_FOREIGN;
 	} else {
-		rec->status |= SOCKACCEL_DRAIN_FLAGS_UNKNOWN;
+		found = sk_state_flags_of(sk, &rec->sk_flags);
+		if (found > 0)
+			rec->status |= SOCKACCEL_DRAIN_FOREIGN;
+		else if (found < 0)
+			rec->status |= SOCKACCEL_DRAIN_FLAGS_UNKNOWN;
 	}
 
 	gate = bpf_map_lookup_elem(&redir_gate, &rec->key);
@@ -757,15 +794,15 @@ static __always_inline int drain_visit(struct seq_file *seq, struct sock *sk,
 	if (dc->mode == SOCKACCEL_DRAIN_CLAIM || dc->mode == SOCKACCEL_DRAIN_SCAN ||
 	    dc->mode == SOCKACCEL_DRAIN_CLAIM_POLICY || dc->mode == SOCKACCEL_DRAIN_CLAIM_LISTED) {
 		claim = dc->mode == SOCKACCEL_DRAIN_CLAIM;
+		by_policy = dc->mode == SOCKACCEL_DRAIN_CLAIM_POLICY;
 		if (dc->mode == SOCKACCEL_DRAIN_CLAIM_LISTED) {
 			listed = bpf_map_lookup_elem(&drain_claim, &rec->cookie);
 			claim = listed && *listed == SOCKACCEL_DRAIN_LIST_CLAIM;
-			if (listed && *listed == SOCKACCEL_DRAIN_LIST_CLAIM_POLICY) {
-				cfg = config_get();
-				claim = cfg && !policy_allows(sk, &rec->key, cfg->policy);
-			}
+			by_policy = listed && *listed == SOCKACCEL_DRAIN_LIST_CLAIM_POLICY;
 		}
-		if (dc->mode == SOCKACCEL_DRAIN_CLAIM_POLICY) {
+		/* One call site: the policy walk is the largest part of the
+		 * program, and the verifier explores each inlined copy. */
+		if (by_policy) {
 			cfg = config_get();
 			claim = cfg && !policy_allows(sk, &rec->key, cfg->policy);
 		}

@@ -307,9 +307,9 @@ enum sockaccel_drain_status {
 	SOCKACCEL_DRAIN_BYTES_KNOWN = 1u << 3,   /* pending_bytes is exact */
 	SOCKACCEL_DRAIN_CLAIMED = 1u << 4,       /* its gate word says DRAIN_CLAIMED */
 	SOCKACCEL_DRAIN_QUIESCED = 1u << 5,      /* its gate word says DRAIN_QUIESCED */
-	/* The walk cannot read the socket's storage (iter/task_file on kernels
-	 * whose verifier marks sock->sk untrusted): sk_flags is 0 and FOREIGN
-	 * unknown. */
+	/* The walk could not read the socket's storage (iter/task_file, whose
+	 * socket pointer the storage helpers refuse on recent kernels, found
+	 * no cached pointer to it): sk_flags is 0. */
 	SOCKACCEL_DRAIN_FLAGS_UNKNOWN = 1u << 6,
 };
 

@@ -21,17 +21,6 @@ using nlohmann::json;
 
 namespace {
 
-// Sets SOCKACCEL_FEATURES_OFF for the daemons started while it lives.
-class FeaturesOff {
-public:
-    explicit FeaturesOff(const std::string& names) {
-        ::setenv("SOCKACCEL_FEATURES_OFF", names.c_str(), 1);
-    }
-    ~FeaturesOff() { ::unsetenv("SOCKACCEL_FEATURES_OFF"); }
-    FeaturesOff(const FeaturesOff&) = delete;
-    FeaturesOff& operator=(const FeaturesOff&) = delete;
-};
-
 ProcessResult start_and_fail(const std::vector<std::string>& extra) {
     TestCgroup cg("drainbad");
     TestPinDir pins("drainbad");

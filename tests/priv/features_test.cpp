@@ -17,15 +17,6 @@ using nlohmann::json;
 
 namespace {
 
-// Sets SOCKACCEL_FEATURES_OFF for the daemons started while it lives.
-class FeaturesOff {
-public:
-    explicit FeaturesOff(const std::string& names) { ::setenv("SOCKACCEL_FEATURES_OFF", names.c_str(), 1); }
-    ~FeaturesOff() { ::unsetenv("SOCKACCEL_FEATURES_OFF"); }
-    FeaturesOff(const FeaturesOff&) = delete;
-    FeaturesOff& operator=(const FeaturesOff&) = delete;
-};
-
 }  // namespace
 
 TEST_CASE("features: status reports what the running kernel supports", "[drain]") {

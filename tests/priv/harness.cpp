@@ -399,6 +399,11 @@ nlohmann::json wait_entries(ControlClient& ctl, std::uint64_t entries, bool at_l
     return status;
 }
 
+FeaturesOff::FeaturesOff(const std::string& names) {
+    ::setenv("SOCKACCEL_FEATURES_OFF", names.c_str(), 1);
+}
+FeaturesOff::~FeaturesOff() { ::unsetenv("SOCKACCEL_FEATURES_OFF"); }
+
 std::optional<DrainBackend> forced_drain_backend() {
     static const std::optional<DrainBackend> forced = []() -> std::optional<DrainBackend> {
         const char* name = std::getenv("SOCKACCEL_TEST_DRAIN_BACKEND");

@@ -46,6 +46,16 @@ std::optional<DrainBackend> forced_drain_backend();
 // kernel allows.
 DrainBackend expected_drain_backend();
 
+// Sets SOCKACCEL_FEATURES_OFF (kernel_features.h) for the daemons started
+// while it lives: they act as if the kernel lacked those features.
+class FeaturesOff {
+public:
+    explicit FeaturesOff(const std::string& names);
+    ~FeaturesOff();
+    FeaturesOff(const FeaturesOff&) = delete;
+    FeaturesOff& operator=(const FeaturesOff&) = delete;
+};
+
 // Result of a finished child process.
 struct ProcessResult {
     int exit_code = -1;  // -signal if killed by a signal

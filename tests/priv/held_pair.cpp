@@ -112,35 +112,36 @@ std::string probe(int fd, int limit_ms) {
     return out + " after " + std::to_string(sends) + " sends";
 }
 
-// Sends `fd` over `via` in an SCM_RIGHTS message; returns false on failure.
-bool send_fd(int via, int fd) {
+// One byte and room for one descriptor: the message hide/unhide pass the
+// server socket in.
+struct FdMessage {
     char byte = 'f';
     iovec iov{&byte, 1};
     alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
     msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctrl;
-    msg.msg_controllen = sizeof(ctrl);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    FdMessage() {
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctrl;
+        msg.msg_controllen = sizeof(ctrl);
+    }
+};
+
+// Sends `fd` over `via` in an SCM_RIGHTS message; returns false on failure.
+bool send_fd(int via, int fd) {
+    FdMessage m;
+    cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    return ::sendmsg(via, &msg, 0) == 1;
+    return ::sendmsg(via, &m.msg, 0) == 1;
 }
 
 int recv_fd(int via) {
-    char byte;
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctrl;
-    msg.msg_controllen = sizeof(ctrl);
-    if (::recvmsg(via, &msg, MSG_CMSG_CLOEXEC) != 1) return -1;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    FdMessage m;
+    if (::recvmsg(via, &m.msg, MSG_CMSG_CLOEXEC) != 1) return -1;
+    cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
     if (!c || c->cmsg_type != SCM_RIGHTS) return -1;
     int fd;
     std::memcpy(&fd, CMSG_DATA(c), sizeof(int));

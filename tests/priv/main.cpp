@@ -65,6 +65,17 @@ int main(int argc, char** argv) {
         return ci ? 1 : 77;
     }
     ::close(fd);
+    // For scripts (tests/vm/guest-init): the drain backend this kernel gives a
+    // daemon by default, found by the same probe the daemon runs.
+    if (argc == 2 && std::strcmp(argv[1], "--print-default-drain-backend") == 0) {
+        auto candidates = drain_candidates(kernel_features(), std::nullopt);
+        if (!candidates) {
+            std::fprintf(stderr, "%s\n", candidates.error().c_str());
+            return 1;
+        }
+        std::printf("%s\n", std::string(to_string(candidates->front())).c_str());
+        return 0;
+    }
     if (auto backend = forced_drain_backend(); backend && !kernel_allows(kernel_features(), *backend)) {
         // Listing (CTest's discovery) still lists; a run checks the fallback.
         for (int i = 1; i < argc; ++i)

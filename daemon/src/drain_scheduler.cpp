@@ -50,14 +50,20 @@ awaitable<Result<DrainReport>> DrainScheduler::run(Claim claim, bool force,
         auto r = drain_.claim(claim == Claim::outside_policy);
         if (!r) co_return fail(r.error());
     }
+    // Removals add up over the passes; what is pending is the last pass's.
+    auto absorb = [&total](const DrainReport& r) {
+        total.flushed += r.flushed;
+        total.pending = r.pending;
+        total.unreached = r.unreached;
+        total.pending_bytes = r.pending_bytes;
+        total.pending_bytes_exact = r.pending_bytes_exact;
+        total.dropped_sockets += r.dropped_sockets;
+        total.dropped_bytes += r.dropped_bytes;
+    };
     for (;;) {
         auto r = drain_.pass(false);
         if (!r) co_return fail(r.error());
-        total.flushed += r->flushed;
-        total.pending = r->pending;
-        total.unreached = r->unreached;
-        total.pending_bytes = r->pending_bytes;
-        total.pending_bytes_exact = r->pending_bytes_exact;
+        absorb(*r);
         // Only unreached sockets left: no pass within `wait` can finish
         // them (the walk cannot see them), so waiting is pointless.
         if (r->pending == 0 || r->pending == r->unreached || Clock::now() >= deadline) break;
@@ -68,12 +74,7 @@ awaitable<Result<DrainReport>> DrainScheduler::run(Claim claim, bool force,
     if (force && total.pending > total.unreached) {
         auto r = drain_.pass(true);
         if (!r) co_return fail(r.error());
-        total.flushed += r->flushed;
-        total.dropped_sockets = r->dropped_sockets;
-        total.dropped_bytes = r->dropped_bytes;
-        total.pending = r->pending;
-        total.unreached = r->unreached;
-        total.pending_bytes = r->pending_bytes;
+        absorb(*r);
         if (total.dropped_sockets > 0)
             spdlog::warn("flush-map --force dropped {} socket(s) holding {} unread byte(s)",
                          total.dropped_sockets, total.dropped_bytes);

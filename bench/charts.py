@@ -102,22 +102,27 @@ def latency_chart(scen, path, meta):
     return True
 
 
-def control_chart(control, path):
-    sizes = control["sizes"]
-    if not sizes:
+def control_chart(controls, path):
+    ran = [c for c in controls if c.get("sizes")]
+    if not ran:
         return False
-    xs = [s["sockets"] for s in sizes]
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    ax.plot(xs, [s["flush"]["elapsed_ms"] for s in sizes], "o-", label="flush-map (daemon elapsed)")
-    ax.plot(xs, [s["status_cli_ms"]["p50"] for s in sizes], "s-", label="sockaccelctl status")
-    ax.plot(xs, [s["status_wire_ms"]["p50"] for s in sizes], "^-", label="status on the wire")
+    for c in ran:
+        xs = [s["sockets"] for s in c["sizes"]]
+        b = c.get("drain_backend", "?")
+        ax.plot(xs, [s["flush"]["elapsed_ms"] for s in c["sizes"]], "o-",
+                label=f"flush-map, {b} backend (daemon elapsed)")
+    c0 = ran[0]
+    xs = [s["sockets"] for s in c0["sizes"]]
+    ax.plot(xs, [s["status_cli_ms"]["p50"] for s in c0["sizes"]], "s--", label="sockaccelctl status")
+    ax.plot(xs, [s["status_wire_ms"]["p50"] for s in c0["sizes"]], "^--", label="status on the wire")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("sockets in the map")
     ax.set_ylabel("ms")
     ax.set_title("Control plane against a full map (lossless flush, idle connections)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -15,9 +15,14 @@
 #   - the daemon's resident memory (VmRSS) and the kernel memory its BPF maps are charged
 #     (memlock in /proc/PID/fdinfo).
 # then lets the hold tool check that every connection still carries a byte each way.
+# With --stop-sockets N it ends with the stop itself: N sockets idle in the map, SIGTERM, the
+# time until the daemon has exited, whether its pin directory is gone (everything drained and
+# unpinned), and again every connection checked. bench/run reaps the daemon afterwards.
+# bench/run runs it once per drain backend the kernel loads (status.drain.backend says which).
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -81,14 +86,37 @@ def ms_median(fn, runs):
     return {"p50": statistics.median(times), "min": min(times), "max": max(times), "runs": runs}
 
 
+class Hold:
+    """`sockaccel-bench hold`: `sockets` sockets (idle loopback connections) in the cgroup,
+    until verify() has every connection carry a byte each way."""
+
+    def __init__(self, a, sockets):
+        self.proc = subprocess.Popen([a.tool, "hold", "--connections", str(sockets // 2),
+                                      "--cgroup", a.cgroup],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = json.loads(self.proc.stdout.readline() or "{}")
+        if self.ready.get("state") != "ready":
+            self.close()
+            raise RuntimeError(f"hold tool did not get ready (exit {self.proc.returncode})")
+
+    def verify(self, after):
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        done = json.loads(self.proc.stdout.readline() or "{}")
+        if self.proc.wait() != 0 or done.get("state") != "done":
+            raise RuntimeError(f"hold tool failed after the {after} (exit {self.proc.returncode})")
+        return done["verify_seconds"]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
 def measure_size(a, sockets):
-    conns = sockets // 2
-    hold = subprocess.Popen([a.tool, "hold", "--connections", str(conns), "--cgroup", a.cgroup],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    hold = Hold(a, sockets)
     try:
-        ready = json.loads(hold.stdout.readline() or "{}")
-        if ready.get("state") != "ready":
-            raise RuntimeError(f"hold tool did not get ready (exit {hold.wait()})")
+        ready = hold.ready
         ctl = Control(a.socket)
         entries = ctl.call("status")["map"]["entries"]
         if entries < sockets:
@@ -108,17 +136,34 @@ def measure_size(a, sockets):
         if flush["flushed"] < entries or flush["pending"] or flush["dropped_sockets"]:
             raise RuntimeError(f"flush-map of {entries} sockets left some behind or dropped some: {flush}")
         out["rss_kib_after_flush"] = vm_rss_kib(a.daemon_pid)
-        hold.stdin.write("go\n")
-        hold.stdin.flush()
-        done = json.loads(hold.stdout.readline() or "{}")
-        if hold.wait() != 0 or done.get("state") != "done":
-            raise RuntimeError(f"hold tool failed after the flush (exit {hold.returncode})")
-        out["verify_seconds"] = done["verify_seconds"]
+        out["verify_seconds"] = hold.verify("flush")
         return out
     finally:
-        if hold.poll() is None:
-            hold.kill()
-            hold.wait()
+        hold.close()
+
+
+def measure_stop(a, sockets):
+    """SIGTERM with `sockets` idle sockets in the map: the stop drains them all."""
+    hold = Hold(a, sockets)
+    try:
+        ctl = Control(a.socket)
+        entries = ctl.call("status")["map"]["entries"]
+        ctl.close()
+        t0 = time.perf_counter()
+        os.kill(a.daemon_pid, signal.SIGTERM)
+        # Not our child (bench/run started it), so no wait(): watch /proc. A benchmark may poll.
+        while os.path.exists(f"/proc/{a.daemon_pid}") and \
+                open(f"/proc/{a.daemon_pid}/stat").read().split()[2] != "Z":
+            time.sleep(0.002)
+        out = {"sockets": sockets, "map_entries": entries,
+               "stop_ms": (time.perf_counter() - t0) * 1e3,
+               "pin_dir_removed": not os.path.exists(a.pin_dir)}
+        out["verify_seconds"] = hold.verify("stop")
+        if not out["pin_dir_removed"]:
+            raise RuntimeError(f"the stop left state pinned in {a.pin_dir} with idle sockets only")
+        return out
+    finally:
+        hold.close()
 
 
 def main():
@@ -130,12 +175,18 @@ def main():
     ap.add_argument("--cgroup", required=True)
     ap.add_argument("--sizes", default="10000,100000", help="sockets in the map, comma-separated")
     ap.add_argument("--status-runs", type=int, default=25)
+    ap.add_argument("--stop-sockets", type=int, default=0,
+                    help="end by stopping the daemon with this many idle sockets in the map")
+    ap.add_argument("--pin-dir", default="", help="the daemon's pin directory (with --stop-sockets)")
     a = ap.parse_args()
 
     result = {"mode": "control", "rss_kib_idle": vm_rss_kib(a.daemon_pid),
               "bpf_map_memlock_bytes": bpf_map_memlock_bytes(a.daemon_pid)}
     ctl = Control(a.socket)
-    result["map_capacity"] = ctl.call("status")["map"]["capacity"]
+    status = ctl.call("status")
+    result["map_capacity"] = status["map"]["capacity"]
+    result["drain_backend"] = status["drain"]["backend"]
+    result["entry_counter"] = status["features"]["entry_counter"]
     result["status_wire_ms_idle"] = ms_median(lambda: ctl.call("status"), a.status_runs * 4)
     ctl.close()
     result["status_cli_ms_idle"] = ms_median(
@@ -143,6 +194,8 @@ def main():
                                stdout=subprocess.DEVNULL), a.status_runs)
     result["sizes"] = [measure_size(a, int(n)) for n in a.sizes.split(",")]
     result["rss_kib_end"] = vm_rss_kib(a.daemon_pid)
+    if a.stop_sockets:
+        result["stop"] = measure_stop(a, a.stop_sockets)
     print(json.dumps(result))
 
 

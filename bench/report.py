@@ -69,36 +69,59 @@ def fmt(v):
     return f"{v:.3f}"
 
 
-def control_table(c):
-    """The control-plane section: one column per map size, values only (there is no 'off')."""
-    sizes = c["sizes"]
-    md = ["## Control plane", "",
-          "sockacceld attached to the benchmark cgroup with a map of "
-          f"{c['map_capacity']:,} entries; `sockaccel-bench hold` keeps idle loopback "
-          "connections open (2 sockets each). Round trips are medians "
-          f"(wire: {sizes[0]['status_wire_ms']['runs'] if sizes else '?'} requests on one "
-          "control connection; sockaccelctl: a new process each time). flush-map is the lossless "
-          "drain; afterwards every connection carried one byte each way.", ""]
-    md.append("| | idle | " + " | ".join(f"{s['sockets']:,} sockets" for s in sizes) + " |")
-    md.append("| --- | --- |" + " --- |" * len(sizes))
-    md.append(f"| `sockaccelctl status` (ms) | {fmt(c['status_cli_ms_idle']['p50'])} | " +
-              " | ".join(fmt(s["status_cli_ms"]["p50"]) for s in sizes) + " |")
-    md.append(f"| status on the wire (ms) | {fmt(c['status_wire_ms_idle']['p50'])} | " +
-              " | ".join(fmt(s["status_wire_ms"]["p50"]) for s in sizes) + " |")
-    md.append("| `sockaccelctl flush-map` (ms; daemon's elapsed_ms) | – | " +
-              " | ".join(f"{fmt(s['flush_cli_ms'])} ({s['flush']['elapsed_ms']})" for s in sizes) + " |")
-    md.append("| sockets flushed / left pending / dropped | – | " +
-              " | ".join(f"{s['flush']['flushed']:,} / {s['flush']['pending']} / "
-                         f"{s['flush']['dropped_sockets']}" for s in sizes) + " |")
-    md.append("| connections checked after the flush (s) | – | " +
-              " | ".join(f"{s['sockets'] // 2:,} ok ({fmt(s['verify_seconds'])})" for s in sizes) + " |")
-    md.append(f"| daemon RSS (MiB): loaded / after flush | {c['rss_kib_idle'] / 1024:.1f} | " +
-              " | ".join(f"{s['rss_kib_loaded'] / 1024:.1f} / {s['rss_kib_after_flush'] / 1024:.1f}"
-                         for s in sizes) + " |")
-    md.append("")
-    md.append(f"Kernel memory charged to the daemon's BPF maps (memlock, capacity "
-              f"{c['map_capacity']:,}): {c['bpf_map_memlock_bytes'] / 2**20:.1f} MiB.")
-    md.append("")
+def control_table(controls):
+    """The control-plane section: one table per drain backend, one column per map size,
+    values only (there is no 'off')."""
+    md = ["## Control plane", ""]
+    ran = [c for c in controls if "sizes" in c]
+    c0 = ran[0] if ran else None
+    if c0:
+        sizes0 = c0["sizes"]
+        md += ["sockacceld attached to the benchmark cgroup with a map of "
+               f"{c0['map_capacity']:,} entries; `sockaccel-bench hold` keeps idle loopback "
+               "connections open (2 sockets each). Round trips are medians "
+               f"(wire: {sizes0[0]['status_wire_ms']['runs'] if sizes0 else '?'} requests on one "
+               "control connection; sockaccelctl: a new process each time). flush-map is the "
+               "lossless drain; afterwards every connection carried one byte each way. Once per "
+               "drain backend (`drain.backend`), each forced; `map.entries` is counted the same "
+               f"way for all (`{c0.get('entry_counter', '?')}`).", ""]
+    for c in controls:
+        backend = c.get("drain_backend", "?")
+        if "refused" in c:
+            md += [f"**Backend `{backend}`:** the kernel refuses it; the daemon's start failed "
+                   f"with: `{c['refused']}`", ""]
+            continue
+        sizes = c["sizes"]
+        md.append(f"**Backend `{backend}`**")
+        md.append("")
+        md.append("| | idle | " + " | ".join(f"{s['sockets']:,} sockets" for s in sizes) + " |")
+        md.append("| --- | --- |" + " --- |" * len(sizes))
+        md.append(f"| `sockaccelctl status` (ms) | {fmt(c['status_cli_ms_idle']['p50'])} | " +
+                  " | ".join(fmt(s["status_cli_ms"]["p50"]) for s in sizes) + " |")
+        md.append(f"| status on the wire (ms) | {fmt(c['status_wire_ms_idle']['p50'])} | " +
+                  " | ".join(fmt(s["status_wire_ms"]["p50"]) for s in sizes) + " |")
+        md.append("| `sockaccelctl flush-map` (ms; daemon's elapsed_ms) | – | " +
+                  " | ".join(f"{fmt(s['flush_cli_ms'])} ({s['flush']['elapsed_ms']})" for s in sizes) + " |")
+        md.append("| sockets flushed / left pending / dropped | – | " +
+                  " | ".join(f"{s['flush']['flushed']:,} / {s['flush']['pending']} / "
+                             f"{s['flush']['dropped_sockets']}" for s in sizes) + " |")
+        md.append("| connections checked after the flush (s) | – | " +
+                  " | ".join(f"{s['sockets'] // 2:,} ok ({fmt(s['verify_seconds'])})" for s in sizes) + " |")
+        md.append(f"| daemon RSS (MiB): loaded / after flush | {c['rss_kib_idle'] / 1024:.1f} | " +
+                  " | ".join(f"{s['rss_kib_loaded'] / 1024:.1f} / {s['rss_kib_after_flush'] / 1024:.1f}"
+                             for s in sizes) + " |")
+        md.append("")
+        if c.get("stop"):
+            st = c["stop"]
+            md.append(f"Stop (SIGTERM) with {st['sockets']:,} idle sockets in the map: "
+                      f"{fmt(st['stop_ms'])} ms until the daemon exited; pin directory "
+                      f"{'removed' if st['pin_dir_removed'] else 'LEFT'}; every connection "
+                      f"checked afterwards ({fmt(st['verify_seconds'])} s).")
+            md.append("")
+    if c0:
+        md.append(f"Kernel memory charged to the daemon's BPF maps (memlock, capacity "
+                  f"{c0['map_capacity']:,}): {c0['bpf_map_memlock_bytes'] / 2**20:.1f} MiB.")
+        md.append("")
     return md
 
 
@@ -122,7 +145,8 @@ def main():
     a = ap.parse_args()
 
     rows = [json.loads(line) for line in open(a.results) if line.strip()]
-    control = next((r["result"] for r in rows if r["scenario"] == "control"), None)
+    # One control-plane result per drain backend tried.
+    control = [r["result"] for r in rows if r["scenario"] == "control"] or None
     scen = {}
     for name, (desc, kind) in SCENARIOS.items():
         runs = [r for r in rows if r["scenario"] == name]

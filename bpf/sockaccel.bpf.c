@@ -671,35 +671,36 @@ int sockaccel_redirect_basic(struct sk_msg_md *msg)
  * (sock_hash_elem_of()), so they never delete by a key they computed.
  */
 
-/* Claims the socket keyed `key` (see above); returns its gate word. A
- * socket without a word gets one: none meant that nothing could redirect
- * into it, which CLOSING keeps true. The caller checked that the socket is
- * not claimed yet; only one walk runs at a time (the daemon's), so the
- * pass number is OR-ed into zero bits. */
-static __always_inline __u64 claim_socket(const struct sockaccel_key *key, __u32 pass)
+/* Claims the socket keyed `key`, whose gate word is *gate (NULL if it has
+ * none), see above; returns its gate word after the claim and points *gate at
+ * it. A socket without a word gets one: none meant that nothing could
+ * redirect into it, which CLOSING keeps true. The caller checked that the
+ * socket is not claimed yet; only one walk runs at a time (the daemon's), so
+ * the pass number is OR-ed into zero bits. */
+static __always_inline __u64 claim_socket(const struct sockaccel_key *key, __u64 **gate,
+					  __u32 pass)
 {
-	__u64 closing = SOCKACCEL_GATE_CLOSING, *gate, *peer_gate;
+	const __u64 claimed = SOCKACCEL_GATE_DRAIN_CLAIMED |
+			      ((__u64)pass << SOCKACCEL_GATE_CLAIM_PASS_SHIFT);
+	__u64 closing = SOCKACCEL_GATE_CLOSING, *peer_gate;
 	struct sockaccel_key peer;
 
-	gate = bpf_map_lookup_elem(&redir_gate, key);
-	if (!gate) {
+	if (!*gate) {
 		bpf_map_update_elem(&redir_gate, key, &closing, BPF_NOEXIST);
-		gate = bpf_map_lookup_elem(&redir_gate, key);
-		if (!gate)
+		*gate = bpf_map_lookup_elem(&redir_gate, key);
+		if (!*gate)
 			return 0; /* not claimed; reported as such */
 	}
 	/* Atomic, full barrier: the marks are in place before anything this
 	 * walk reads next, and every send that starts later sees them. */
-	__sync_fetch_and_or(gate, SOCKACCEL_GATE_CLOSING);
+	__sync_fetch_and_or(*gate, SOCKACCEL_GATE_CLOSING);
 	__builtin_memset(&peer, 0, sizeof(peer));
 	sockaccel_key_peer(&peer, key);
 	/* No word: the verdict finds none either, and takes TCP. */
 	peer_gate = bpf_map_lookup_elem(&redir_gate, &peer);
 	if (peer_gate)
 		__sync_fetch_and_or(peer_gate, SOCKACCEL_GATE_CLOSING);
-	return __sync_fetch_and_or(gate, SOCKACCEL_GATE_DRAIN_CLAIMED |
-					 ((__u64)pass << SOCKACCEL_GATE_CLAIM_PASS_SHIFT)) |
-	       SOCKACCEL_GATE_DRAIN_CLAIMED | ((__u64)pass << SOCKACCEL_GATE_CLAIM_PASS_SHIFT);
+	return __sync_fetch_and_or(*gate, claimed) | claimed;
 }
 
 /*
@@ -713,20 +714,21 @@ static __always_inline __u64 claim_socket(const struct sockaccel_key *key, __u32
 static __always_inline int sk_state_flags_of(struct sock *sk, __u32 *flags)
 {
 	struct bpf_local_storage *storage = BPF_CORE_READ(sk, sk_bpf_storage);
-	struct bpf_local_storage_data *sdata;
-	void *slot;
+	struct bpf_local_storage_data *cache[SOCKACCEL_LOCAL_STORAGE_CACHE_SIZE];
 	int i;
 
 	if (!storage)
 		return 1;
-	slot = (void *)storage + bpf_core_field_offset(struct bpf_local_storage, cache);
+	/* One read for the whole cache: each read is a fault-safe copy, and
+	 * the drain visits every socket of the host's file tables. */
+	if (bpf_probe_read_kernel(cache, sizeof(cache),
+				  (void *)storage + bpf_core_field_offset(struct bpf_local_storage, cache)))
+		return -1;
 	for (i = 0; i < SOCKACCEL_LOCAL_STORAGE_CACHE_SIZE; i++) {
-		sdata = NULL;
-		bpf_probe_read_kernel(&sdata, sizeof(sdata), slot + i * sizeof(void *));
-		if (!sdata || BPF_CORE_READ(sdata, smap) != (void *)&sk_state)
+		if (!cache[i] || BPF_CORE_READ(cache[i], smap) != (void *)&sk_state)
 			continue;
 		if (bpf_probe_read_kernel(flags, sizeof(*flags),
-					  (void *)sdata +
+					  (void *)cache[i] +
 						  bpf_core_field_offset(struct bpf_local_storage_data, data) +
 						  __builtin_offsetof(struct sockaccel_sk_state, flags)))
 			return -1;
@@ -806,10 +808,8 @@ static __always_inline int drain_visit(struct seq_file *seq, struct sock *sk,
 			cfg = config_get();
 			claim = cfg && !policy_allows(sk, &rec->key, cfg->policy);
 		}
-		if (claim && !(word & SOCKACCEL_GATE_DRAIN_CLAIMED)) {
-			word = claim_socket(&rec->key, dc->pass);
-			gate = bpf_map_lookup_elem(&redir_gate, &rec->key);
-		}
+		if (claim && !(word & SOCKACCEL_GATE_DRAIN_CLAIMED))
+			word = claim_socket(&rec->key, &gate, dc->pass);
 		/* QUIESCED only for a claim made by an earlier pass: that pass's
 		 * syscall has completed, so every send that starts later sees the
 		 * marks, and "no send in progress" now means none missed them. (A

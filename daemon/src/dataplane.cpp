@@ -809,6 +809,53 @@ Result<std::vector<SocketEntry>> DataPlane::list_entries(std::size_t limit) cons
     return out;
 }
 
+namespace {
+
+// Writes keys[i] -> values[i] into a hash map in as few bpf() calls as the
+// kernel takes (BPF_MAP_UPDATE_BATCH; one per key costs about 1.5 us, which
+// at 100,000 sockets is most of a flush). On error, what was written
+// stays: the caller empties the map.
+template <typename K, typename V>
+Result<void> put_all(int fd, const std::vector<K>& keys, const std::vector<V>& values,
+                     const char* what) {
+    std::size_t done = 0;
+    while (done < keys.size()) {
+        __u32 n = static_cast<__u32>(keys.size() - done);
+        LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+        const int err = bpf_map_update_batch(fd, &keys[done], &values[done], &n, &opts);
+        done += n;
+        if (err != 0 && n == 0) return errno_error(what);
+    }
+    return {};
+}
+
+// Empties a hash map and returns what it held (BPF_MAP_LOOKUP_AND_DELETE_BATCH).
+template <typename K, typename V>
+Result<std::vector<std::pair<K, V>>> take_all(int fd, const char* what) {
+    std::vector<std::pair<K, V>> out;
+    // Room for any bucket: the kernel refuses a batch smaller than one
+    // bucket's entries (ENOSPC).
+    constexpr __u32 kChunk = 4096;
+    std::vector<K> keys(kChunk);
+    std::vector<V> values(kChunk);
+    std::uint64_t token = 0;
+    bool first = true;
+    for (;;) {
+        __u32 n = kChunk;
+        LIBBPF_OPTS(bpf_map_batch_opts, opts);
+        const int err = bpf_map_lookup_and_delete_batch(fd, first ? nullptr : &token, &token,
+                                                        keys.data(), values.data(), &n, &opts);
+        const int e = errno;
+        first = false;
+        for (__u32 i = 0; i < n; ++i) out.emplace_back(keys[i], values[i]);
+        if (err == 0) continue;
+        if (e == ENOENT) return out;  // the last batch, possibly partial
+        return sys_error(e, what);
+    }
+}
+
+}  // namespace
+
 Result<std::vector<sockaccel_drain_record>> DataPlane::drain_pass(
     std::uint32_t mode, const std::vector<std::uint64_t>& delete_cookies,
     const std::vector<std::pair<std::uint64_t, std::uint32_t>>& claim_list) {
@@ -826,39 +873,37 @@ Result<std::vector<sockaccel_drain_record>> DataPlane::drain_pass(
     // every path: an entry left behind would act on a later pass that did
     // not list it.
     const int claim_fd = bpf_map__fd(skel_->maps.drain_claim);
-    auto unlist = [&](std::size_t n) {
-        for (std::size_t j = 0; j < n; ++j) bpf_map_delete_elem(claim_fd, &claim_list[j].first);
-    };
-    for (std::size_t i = 0; i < claim_list.size(); ++i) {
-        __u32 kind = claim_list[i].second;
-        if (bpf_map_update_elem(claim_fd, &claim_list[i].first, &kind, BPF_ANY) != 0) {
-            int err = errno;
-            unlist(i);
-            return sys_error(err, "fill drain claim set");
-        }
-    }
     const int del_fd = bpf_map__fd(skel_->maps.drain_delete);
-    const sockaccel_drain_verdict candidate{};
-    for (std::size_t i = 0; i < delete_cookies.size(); ++i) {
-        if (bpf_map_update_elem(del_fd, &delete_cookies[i], &candidate, BPF_ANY) != 0) {
-            int err = errno;
-            for (std::size_t j = 0; j < i; ++j) bpf_map_delete_elem(del_fd, &delete_cookies[j]);
-            unlist(claim_list.size());
-            return sys_error(err, "fill drain delete set");
+    {
+        std::vector<std::uint64_t> cookies;
+        std::vector<__u32> kinds;
+        for (const auto& [cookie, kind] : claim_list) {
+            cookies.push_back(cookie);
+            kinds.push_back(kind);
+        }
+        const std::vector<sockaccel_drain_verdict> candidates(delete_cookies.size());
+        if (auto r = put_all(claim_fd, cookies, kinds, "fill drain claim set"); !r) {
+            (void)take_all<std::uint64_t, __u32>(claim_fd, "empty drain claim set");
+            return tl::unexpected(r.error());
+        }
+        if (auto r = put_all(del_fd, delete_cookies, candidates, "fill drain delete set"); !r) {
+            (void)take_all<std::uint64_t, __u32>(claim_fd, "empty drain claim set");
+            (void)take_all<std::uint64_t, sockaccel_drain_verdict>(del_fd, "empty drain delete set");
+            return tl::unexpected(r.error());
         }
     }
 
     auto buf = read_iterator(*link);
-    // What was deleted, read before the candidates are removed again.
-    std::unordered_map<std::uint64_t, sockaccel_drain_verdict> deleted;
-    for (auto cookie : delete_cookies) {
-        sockaccel_drain_verdict v{};
-        if (bpf_map_lookup_elem(del_fd, &cookie, &v) == 0 && (v.status & SOCKACCEL_DRAIN_DELETED))
-            deleted.emplace(cookie, v);
-        bpf_map_delete_elem(del_fd, &cookie);
-    }
-    unlist(claim_list.size());
+    // What was deleted, read as the candidates are removed again: a
+    // candidate left behind would act on a later pass that did not plan it.
+    auto taken = take_all<std::uint64_t, sockaccel_drain_verdict>(del_fd, "read drain delete set");
+    auto unlisted = take_all<std::uint64_t, __u32>(claim_fd, "empty drain claim set");
     if (!buf) return tl::unexpected(buf.error());
+    if (!taken) return tl::unexpected(taken.error());
+    if (!unlisted) return tl::unexpected(unlisted.error());
+    std::unordered_map<std::uint64_t, sockaccel_drain_verdict> deleted;
+    for (const auto& [cookie, v] : *taken)
+        if (v.status & SOCKACCEL_DRAIN_DELETED) deleted.emplace(cookie, v);
 
     // One record per socket: the walk can visit an entry twice (abi.h), and
     // the later visit is the newer state.

@@ -46,9 +46,18 @@ awaitable<Result<DrainReport>> DrainScheduler::run(Claim claim, bool force,
         if (total.pending > 0 || drain_.pending()) ensure_background();
         return tl::unexpected(e);
     };
+    // Each pass's cost, for --log-level debug: a flush of many sockets is
+    // several walks, and which one is slow tells what to look at.
+    auto since = [t = Clock::now()]() mutable {
+        const auto now = Clock::now();
+        const auto ms = std::chrono::duration<double, std::milli>(now - t).count();
+        t = now;
+        return ms;
+    };
     if (claim != Claim::none) {
         auto r = drain_.claim(claim == Claim::outside_policy);
         if (!r) co_return fail(r.error());
+        spdlog::debug("drain: claim, {} pending, {:.1f} ms", r->pending, since());
     }
     // Removals add up over the passes; what is pending is the last pass's.
     auto absorb = [&total](const DrainReport& r) {
@@ -64,6 +73,8 @@ awaitable<Result<DrainReport>> DrainScheduler::run(Claim claim, bool force,
         auto r = drain_.pass(false);
         if (!r) co_return fail(r.error());
         absorb(*r);
+        spdlog::debug("drain: pass removed {}, {} pending, {:.1f} ms", r->flushed, r->pending,
+                      since());
         // Only unreached sockets left: no pass within `wait` can finish
         // them (the walk cannot see them), so waiting is pointless.
         if (r->pending == 0 || r->pending == r->unreached || Clock::now() >= deadline) break;

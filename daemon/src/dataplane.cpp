@@ -11,11 +11,11 @@
 
 #include <algorithm>
 #include <cstdarg>
-#include <random>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <random>
 #include <unordered_map>
 #include <vector>
 
@@ -869,35 +869,35 @@ Result<std::vector<sockaccel_drain_record>> DataPlane::drain_pass(
     ctl.pass = ++drain_pass_number_;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.drain_ctl), &zero, &ctl, BPF_ANY) != 0)
         return errno_error("write drain control");
-    // Listed sockets are written before the walk and removed after it, on
-    // every path: an entry left behind would act on a later pass that did
-    // not list it.
+    // Both sets are filled before the walk and emptied after it, on every
+    // path: an entry left behind would act on a later pass that did not
+    // list it. Emptying the delete set is also how its verdicts are read.
     const int claim_fd = bpf_map__fd(skel_->maps.drain_claim);
     const int del_fd = bpf_map__fd(skel_->maps.drain_delete);
-    {
-        std::vector<std::uint64_t> cookies;
-        std::vector<__u32> kinds;
-        for (const auto& [cookie, kind] : claim_list) {
-            cookies.push_back(cookie);
-            kinds.push_back(kind);
-        }
-        const std::vector<sockaccel_drain_verdict> candidates(delete_cookies.size());
-        if (auto r = put_all(claim_fd, cookies, kinds, "fill drain claim set"); !r) {
-            (void)take_all<std::uint64_t, __u32>(claim_fd, "empty drain claim set");
-            return tl::unexpected(r.error());
-        }
-        if (auto r = put_all(del_fd, delete_cookies, candidates, "fill drain delete set"); !r) {
-            (void)take_all<std::uint64_t, __u32>(claim_fd, "empty drain claim set");
-            (void)take_all<std::uint64_t, sockaccel_drain_verdict>(del_fd, "empty drain delete set");
-            return tl::unexpected(r.error());
-        }
+    auto take_claims = [&] { return take_all<std::uint64_t, __u32>(claim_fd, "empty drain claim set"); };
+    auto take_verdicts = [&] {
+        return take_all<std::uint64_t, sockaccel_drain_verdict>(del_fd, "read drain delete set");
+    };
+    std::vector<std::uint64_t> claim_cookies;
+    std::vector<__u32> claim_kinds;
+    for (const auto& [cookie, kind] : claim_list) {
+        claim_cookies.push_back(cookie);
+        claim_kinds.push_back(kind);
+    }
+    Result<void> filled = put_all(claim_fd, claim_cookies, claim_kinds, "fill drain claim set");
+    if (filled)
+        filled = put_all(del_fd, delete_cookies,
+                         std::vector<sockaccel_drain_verdict>(delete_cookies.size()),
+                         "fill drain delete set");
+    if (!filled) {
+        (void)take_claims();
+        (void)take_verdicts();
+        return tl::unexpected(filled.error());
     }
 
     auto buf = read_iterator(*link);
-    // What was deleted, read as the candidates are removed again: a
-    // candidate left behind would act on a later pass that did not plan it.
-    auto taken = take_all<std::uint64_t, sockaccel_drain_verdict>(del_fd, "read drain delete set");
-    auto unlisted = take_all<std::uint64_t, __u32>(claim_fd, "empty drain claim set");
+    auto taken = take_verdicts();
+    auto unlisted = take_claims();
     if (!buf) return tl::unexpected(buf.error());
     if (!taken) return tl::unexpected(taken.error());
     if (!unlisted) return tl::unexpected(unlisted.error());

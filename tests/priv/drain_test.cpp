@@ -7,7 +7,8 @@
 // once a walk reaches it. Run once per backend (CTest's priv[<backend>]
 // variants), so each walk's blind spot is checked on every kernel.
 #include <linux/bpf.h>
-#include <stdlib.h>
+
+#include <algorithm>
 
 #include <catch2/catch.hpp>
 
@@ -31,8 +32,6 @@ ProcessResult start_and_fail(const std::vector<std::string>& extra) {
     CHECK_FALSE(pins.has("sock_hash"));
     return r;
 }
-
-bool one_line(const std::string& err) { return !err.empty() && err.find('\n') == err.size() - 1; }
 
 }  // namespace
 
@@ -73,7 +72,7 @@ TEST_CASE("drain: a backend the kernel refuses, or none at all, fails the start 
         auto r = start_and_fail({"--drain-backend", std::string(to_string(b))});
         INFO(r.err);
         CHECK(r.exit_code == 1);
-        CHECK(one_line(r.err));
+        CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
         CHECK(r.err.find("this kernel refuses " + std::string(iterator_name(b))) !=
               std::string::npos);
     }
@@ -83,7 +82,7 @@ TEST_CASE("drain: a backend the kernel refuses, or none at all, fails the start 
         auto r = start_and_fail({"--drain-backend", "auto"});
         INFO(r.err);
         CHECK(r.exit_code == 1);
-        CHECK(one_line(r.err));
+        CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
         CHECK(r.err.find("loads none of the BPF iterators") != std::string::npos);
     }
     // A name that is no backend is a usage error.

@@ -4,7 +4,6 @@
 // older kernel gets, exercised here by turning features off
 // (SOCKACCEL_FEATURES_OFF): the data plane must still be lossless.
 #include <linux/bpf.h>
-#include <stdlib.h>
 
 #include <catch2/catch.hpp>
 

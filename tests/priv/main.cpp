@@ -19,6 +19,7 @@
 
 #include <linux/bpf.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <cstdio>
@@ -42,7 +43,7 @@ int check_refused_backend(DrainBackend backend) {
     auto r = run(argv, std::chrono::seconds(30));
     const std::string want = "drain.backend \"" + std::string(to_string(backend)) +
                              "\": this kernel refuses " + std::string(iterator_name(backend));
-    const bool one_line = r.err.find('\n') == r.err.size() - 1;
+    const bool one_line = std::count(r.err.begin(), r.err.end(), '\n') == 1;
     const bool ok = r.exit_code == 1 && r.err.find(want) != std::string::npos && one_line &&
                     cg.attached_programs(BPF_CGROUP_SOCK_OPS) == 0 && !pins.has("sock_hash");
     std::fprintf(stderr,

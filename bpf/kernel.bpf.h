@@ -26,6 +26,7 @@ struct refcount_struct {
 } __attribute__((preserve_access_index));
 
 struct sock;
+struct socket;
 
 /* include/linux/skmsg.h. msg_tot_len (unread redirected bytes) exists in
  * recent kernels only; check with bpf_core_field_exists(). `link` lists one
@@ -119,6 +120,10 @@ struct sock {
 	struct sk_buff_head sk_receive_queue; /* bytes that came through TCP */
 	void *sk_user_data;
 	struct sock_cgroup_data sk_cgrp_data; /* cgroup of the creating process */
+	/* What the reader checks read (SOCKACCEL_GATE_READER_OK): the socket's
+	 * file, NULL until accept(), and its SO_RCVLOWAT. */
+	struct socket *sk_socket;
+	int sk_rcvlowat;
 } __attribute__((preserve_access_index));
 
 /* include/linux/tcp.h: what back-pressure compares. write_seq is the end of
@@ -136,13 +141,20 @@ struct sk_msg {
 	struct sock *sk_redir;
 } __attribute__((preserve_access_index));
 
-/* include/linux/net.h: the socket behind a socket file. */
-struct socket {
-	struct sock *sk;
+/* include/linux/fs.h: open flags of a file (O_NONBLOCK). */
+struct file {
+	unsigned int f_flags;
 } __attribute__((preserve_access_index));
 
+/* include/linux/net.h: the socket behind a socket file, and back. */
+struct socket {
+	struct sock *sk;
+	struct file *file;
+} __attribute__((preserve_access_index));
+
+#define SOCKACCEL_O_NONBLOCK 04000 /* include/uapi/asm-generic/fcntl.h */
+
 struct seq_file;
-struct file;
 struct task_struct;
 
 struct bpf_iter_meta {

@@ -17,6 +17,9 @@
  *  - Back-pressure: a sender whose peer has more than max_unread_bytes
  *    unread sends through TCP (and blocks there, as TCP does) until the peer
  *    has caught up; see SOCKACCEL_SK_HELD_BACK in abi.h.
+ *  - Reader checks: a send is redirected only into a socket whose reader
+ *    sees redirected data exactly as it sees TCP data (non-blocking, no
+ *    SO_RCVLOWAT); see SOCKACCEL_GATE_READER_OK in abi.h.
  *  - Never drop: every path returns SK_PASS, and apply_bytes/cork are never
  *    used, so a verdict can only choose between "redirect" and "TCP".
  *  - Lossless drain (fact 1: deleting a socket frees its unread redirected
@@ -71,7 +74,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536); /* set to the sockhash capacity before load */
 	__type(key, struct sockaccel_key);
-	__type(value, __u64);
+	__type(value, struct sockaccel_gate);
 } redir_gate SEC(".maps");
 
 /* Drain pass control and the cookies the daemon has judged safe to delete. */
@@ -185,6 +188,43 @@ static __always_inline struct sock *redirect_target(struct sk_msg_md *msg)
 	return peer;
 }
 
+/* Reader checks (SOCKACCEL_GATE_READER_OK). What the socket at `addr`
+ * (a struct sock) says about its reader: */
+enum reader_verdict {
+	READER_OK = 1,       /* non-blocking, SO_RCVLOWAT at most 1 */
+	READER_PENDING = 0,  /* no file yet (not accepted) or unreadable */
+	READER_BLOCKING = -1,
+	READER_LOWAT = -2,
+};
+
+static __always_inline int reader_check(__u64 addr)
+{
+	struct sock *sk = (struct sock *)addr;
+	struct socket *sock;
+	struct file *file;
+
+	if (!sk)
+		return READER_PENDING;
+	sock = BPF_CORE_READ(sk, sk_socket);
+	if (!sock)
+		return READER_PENDING;
+	file = BPF_CORE_READ(sock, file);
+	if (!file)
+		return READER_PENDING;
+	if (!(BPF_CORE_READ(file, f_flags) & SOCKACCEL_O_NONBLOCK))
+		return READER_BLOCKING;
+	if (BPF_CORE_READ(sk, sk_rcvlowat) > 1)
+		return READER_LOWAT;
+	return READER_OK;
+}
+
+static __always_inline __u32 reader_counter(int verdict)
+{
+	return verdict == READER_BLOCKING ? SOCKACCEL_CNT_READER_BLOCKING
+	       : verdict == READER_LOWAT  ? SOCKACCEL_CNT_READER_LOWAT
+					  : SOCKACCEL_CNT_READER_UNKNOWN;
+}
+
 /* May a HELD_BACK socket redirect again? Only when its peer has read every
  * byte this socket sent through TCP, so no TCP byte can be overtaken (the
  * ordering rule): TCP has delivered everything we wrote (peer rcv_nxt ==
@@ -233,6 +273,14 @@ static __always_inline int key_of_skops(struct bpf_sock_ops *skops, struct socka
 	return key_of_ctx(skops, key);
 }
 
+/* The gate word of the socket keyed `key`, or NULL if it has none. */
+static __always_inline __u64 *gate_word(const struct sockaccel_key *key)
+{
+	struct sockaccel_gate *gate = bpf_map_lookup_elem(&redir_gate, key);
+
+	return gate ? &gate->word : NULL;
+}
+
 /*
  * Leaving the sockhash safely, from the socket's own events. Deleting a
  * socket frees the redirected data queued in it (fact 1), so: announce
@@ -244,11 +292,12 @@ static __always_inline int key_of_skops(struct bpf_sock_ops *skops, struct socka
  */
 static __always_inline int gate_leave(struct sockaccel_key *key, __u32 kept_counter)
 {
-	__u64 *gate = bpf_map_lookup_elem(&redir_gate, key);
+	struct sockaccel_gate *gate = bpf_map_lookup_elem(&redir_gate, key);
 
 	if (!gate)
 		return 0; /* cannot prove anything: stay */
-	if (__sync_fetch_and_or(gate, SOCKACCEL_GATE_CLOSING) & SOCKACCEL_GATE_PEER_REDIRECTED) {
+	if (__sync_fetch_and_or(&gate->word, SOCKACCEL_GATE_CLOSING) &
+	    SOCKACCEL_GATE_PEER_REDIRECTED) {
 		if (kept_counter < SOCKACCEL_CNT__MAX)
 			count(kept_counter, 1);
 		return 0;
@@ -393,7 +442,7 @@ static __always_inline int first_segment(struct bpf_sock_ops *skops)
 						 ~BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
 	if (key_of_skops(skops, &key) < 0)
 		return 1;
-	gate = bpf_map_lookup_elem(&redir_gate, &key);
+	gate = gate_word(&key);
 	if (gate && (*gate & SOCKACCEL_GATE_LOCAL_PEER))
 		return 1;
 	/* Should we stay after all (a peer redirected into us), we must still
@@ -408,15 +457,69 @@ static __always_inline int first_segment(struct bpf_sock_ops *skops)
 	return 1;
 }
 
+/*
+ * Reader check, accepted side (SOCKACCEL_SK_READER_PENDING). An accepted
+ * socket is inserted before accept() gives it a file, so its reader is
+ * checked at the segments it receives (nothing is redirected into it
+ * meanwhile: senders wait for READER_OK on TCP, so their sends are such
+ * segments). Compatible: READER_OK. Not: leave the sockhash, through the
+ * gate (nothing was redirected into it, so nothing can be freed), and read
+ * through plain tcp_recvmsg() again.
+ */
+static __always_inline int reader_segment(struct bpf_sock_ops *skops,
+					  struct sockaccel_sk_state *st, struct bpf_sock *sk)
+{
+	struct sockaccel_key key;
+	__u64 *gate;
+	int verdict;
+
+	verdict = reader_check((__u64)bpf_skc_to_tcp_sock(sk));
+	if (verdict == READER_PENDING)
+		return 1; /* not accepted yet: the next segment checks again */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+						 ~BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
+	__sync_fetch_and_and(&st->flags, ~SOCKACCEL_SK_READER_PENDING);
+	if (key_of_skops(skops, &key) < 0)
+		return 1;
+	if (verdict == READER_OK) {
+		gate = gate_word(&key);
+		if (gate)
+			__sync_fetch_and_or(gate, SOCKACCEL_GATE_READER_OK);
+		return 1;
+	}
+	/* Its own sends stop here too, whatever the gate decides. */
+	__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_TCP_PATH);
+	if (gate_leave(&key, SOCKACCEL_CNT__MAX))
+		count(reader_counter(verdict), 1);
+	return 1;
+}
+
+/* A segment arrived for a socket that asked for segments: an accepted
+ * socket whose reader is not checked yet, or a connecting socket's first. */
+static __always_inline int segment(struct bpf_sock_ops *skops)
+{
+	struct sockaccel_sk_state *st;
+	struct bpf_sock *sk = skops->sk;
+
+	if (sk) {
+		st = bpf_sk_storage_get(&sk_state, sk, 0, 0);
+		if (st && (st->flags & SOCKACCEL_SK_READER_PENDING))
+			return reader_segment(skops, st, sk);
+	}
+	return first_segment(skops);
+}
+
 SEC("sockops")
 int sockaccel_sockops(struct bpf_sock_ops *skops)
 {
 	struct sockaccel_key key, peer;
 	struct sockaccel_config *cfg;
 	struct sockaccel_sk_state *st;
-	__u64 gate_init = 0, *peer_gate = NULL;
+	struct sockaccel_gate gate_init = {};
+	__u64 *peer_gate = NULL;
 	struct bpf_sock *sk;
 	__u32 cb_flags;
+	int reader;
 	long err;
 
 	if (skops->family != SOCKACCEL_AF_INET && skops->family != SOCKACCEL_AF_INET6)
@@ -424,7 +527,7 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 	if (skops->op == BPF_SOCK_OPS_STATE_CB)
 		return state_change(skops);
 	if (skops->op == BPF_SOCK_OPS_PARSE_HDR_OPT_CB)
-		return first_segment(skops);
+		return segment(skops);
 	/* Inserting is only allowed from the ESTABLISHED callbacks (fact 6). */
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
@@ -445,10 +548,26 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 
 	if (key_of_skops(skops, &key) < 0)
 		return 1;
-	if (cfg->policy && !policy_allows(skops->sk ? (struct sock *)bpf_skc_to_tcp_sock(skops->sk) : NULL,
-					  &key, cfg->policy)) {
+	sk = skops->sk;
+	if (!sk)
+		return 1;
+	if (cfg->policy && !policy_allows((struct sock *)bpf_skc_to_tcp_sock(sk), &key, cfg->policy)) {
 		count(SOCKACCEL_CNT_POLICY_SKIPPED, 1);
 		return 1;
+	}
+	gate_init.sk = (__u64)bpf_skc_to_tcp_sock(sk);
+
+	/* Reader check, connecting side: connect() was called on a file, so
+	 * its reader can be checked now. One that cannot see redirected data
+	 * stays out, and so does its whole connection (the accepted side finds
+	 * no gate word below). */
+	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
+		reader = reader_check(gate_init.sk);
+		if (reader != READER_OK) {
+			count(reader_counter(reader), 1);
+			return 1;
+		}
+		gate_init.word = SOCKACCEL_GATE_READER_OK;
 	}
 
 	/* Local-peer detection, passive side: our peer must be a socket we
@@ -458,28 +577,26 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 	 * altogether. */
 	if (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
 		sockaccel_key_peer(&peer, &key);
-		peer_gate = bpf_map_lookup_elem(&redir_gate, &peer);
+		peer_gate = gate_word(&peer);
 		if (!peer_gate ||
 		    (__sync_fetch_and_or(peer_gate, SOCKACCEL_GATE_LOCAL_PEER) &
 		     SOCKACCEL_GATE_CLOSING)) {
 			count(SOCKACCEL_CNT_PEER_NOT_LOCAL, 1);
 			return 1;
 		}
-		gate_init = SOCKACCEL_GATE_LOCAL_PEER;
+		gate_init.word = SOCKACCEL_GATE_LOCAL_PEER;
 	}
 
 	/* The ordering-rule mark must exist before the socket can send through
 	 * sk_msg: without it the socket would have nowhere to record a TCP send.
 	 * No storage, no insert. */
-	sk = skops->sk;
 	err = -1;
-	if (!sk)
-		goto not_inserted;
 	st = bpf_sk_storage_get(&sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
 		goto not_inserted;
-	if (gate_init & SOCKACCEL_GATE_LOCAL_PEER)
-		__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_LOCAL_PEER);
+	if (gate_init.word & SOCKACCEL_GATE_LOCAL_PEER)
+		__sync_fetch_and_or(&st->flags,
+				    SOCKACCEL_SK_LOCAL_PEER | SOCKACCEL_SK_READER_PENDING);
 
 	/* The drain identifies sockets by cookie, and a walk that reaches a
 	 * socket only through an untrusted pointer (iter/task_file) can read
@@ -494,12 +611,12 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 	err = bpf_sock_hash_update(skops, &sock_hash, &key, BPF_NOEXIST);
 	if (err == 0) {
 		count(SOCKACCEL_CNT_SOCKETS_ADDED, 1);
-		/* State callbacks: FIN (the half-close gate) and CLOSE. An
-		 * active socket also wants its first received segment, to
-		 * check that a local peer claimed it. */
-		cb_flags = skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG;
-		if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
-			cb_flags |= BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG;
+		/* State callbacks: FIN (the half-close gate) and CLOSE. Both
+		 * sides also want received segments: a connecting socket its
+		 * first, to check that a local peer claimed it; an accepted one
+		 * those until its reader is checked (reader_segment()). */
+		cb_flags = skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
+			   BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG;
 		bpf_sock_ops_cb_flags_set(skops, cb_flags);
 		return 1;
 	}
@@ -518,19 +635,23 @@ not_inserted:
 	return 1;
 }
 
-/* The verdict. `backpressure` is a constant in each caller, so the basic
- * program has none of the kernel reads back-pressure needs, and loads on
- * kernels that do not allow them in sk_msg (the daemon's feature probe picks
- * the program). */
-static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int backpressure)
+/* The verdict. `kernel_reads` is a constant in each caller, so the basic
+ * program has none of the kernel reads that the reader checks, lifting a
+ * hold and back-pressure need, and loads on kernels that do not allow them
+ * in sk_msg (the daemon's feature probe picks the program). Back-pressure
+ * also needs psock->msg_tot_len; where the kernel has none (6.1),
+ * unread_bytes() is 0 and the limit never holds. */
+static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int kernel_reads)
 {
 	struct sockaccel_key key, peer;
 	struct sockaccel_config *cfg;
 	struct sockaccel_sk_state *st;
+	struct sockaccel_gate *peer_gate;
 	struct bpf_sock *sk = msg->sk;
 	__u32 size = msg->size;
 	__u64 limit, word, *gate;
 	struct sock *target;
+	int reader;
 
 	if (!sk)
 		goto pass;
@@ -545,15 +666,19 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int bac
 	cfg = config_get();
 	if (!cfg || !(cfg->flags & SOCKACCEL_CFG_REDIRECT))
 		goto mark_tcp_path;
-	limit = backpressure ? cfg->max_unread_bytes : 0;
+	limit = kernel_reads ? cfg->max_unread_bytes : 0;
 	if (st->flags & SOCKACCEL_SK_HELD_BACK) {
-		if (!backpressure)
+		if (!kernel_reads)
 			goto pass; /* cannot tell when to resume: stay on TCP */
 		/* A limit turned off since the hold lifts it on the same terms. */
 		if (!may_resume(sk, st->peer_sk, limit ? limit : ~0ULL))
 			goto pass;
-		__sync_fetch_and_and(&st->flags, ~SOCKACCEL_SK_HELD_BACK);
-		count(SOCKACCEL_CNT_BACKPRESSURE_RESUMES, 1);
+		/* The reader check below runs again before any redirect. */
+		count(st->flags & SOCKACCEL_SK_HOLD_READER ? SOCKACCEL_CNT_READER_RESUMES
+							  : SOCKACCEL_CNT_BACKPRESSURE_RESUMES,
+		      1);
+		__sync_fetch_and_and(&st->flags,
+				     ~(SOCKACCEL_SK_HELD_BACK | SOCKACCEL_SK_HOLD_READER));
 	}
 
 	if (key_of_ctx(msg, &key) < 0)
@@ -566,7 +691,7 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int bac
 	 * first received segment, the ACK of this send at the latest
 	 * (first_segment(): sk_msg programs may not delete from a sockhash). */
 	if (!(st->flags & SOCKACCEL_SK_LOCAL_PEER)) {
-		gate = bpf_map_lookup_elem(&redir_gate, &key);
+		gate = gate_word(&key);
 		if (!gate || !(*gate & SOCKACCEL_GATE_LOCAL_PEER))
 			goto mark_tcp_path;
 		__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_LOCAL_PEER);
@@ -577,16 +702,39 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int bac
 	 * gate_leave()). Announcing once is enough: a peer whose word already
 	 * holds PEER_REDIRECTED stays at its FIN, so later sends only read the
 	 * word and do not write the peer's cache line on every message. */
-	gate = bpf_map_lookup_elem(&redir_gate, &peer);
-	if (!gate)
+	peer_gate = bpf_map_lookup_elem(&redir_gate, &peer);
+	if (!peer_gate)
 		goto miss;
-	word = *(volatile __u64 *)gate;
-	if (!(word & SOCKACCEL_GATE_PEER_REDIRECTED))
-		word = __sync_fetch_and_or(gate, SOCKACCEL_GATE_PEER_REDIRECTED);
-	if (word & SOCKACCEL_GATE_CLOSING) {
-		count(SOCKACCEL_CNT_GATE_CLOSED_SENDS, 1);
-		goto mark_tcp_path;
+	word = *(volatile __u64 *)&peer_gate->word;
+	if (word & SOCKACCEL_GATE_CLOSING)
+		goto gate_closed;
+
+	/* Reader check, on every send and before anything is announced: a
+	 * peer whose reader cannot see redirected data must be able to leave
+	 * the sockhash (reader_segment()), which PEER_REDIRECTED would forbid,
+	 * and a reader may turn blocking or raise SO_RCVLOWAT after a
+	 * non-blocking connect or accept. Until the peer passes, this send
+	 * takes TCP, as a hold: lifted, by the ordering rule, only once the
+	 * peer has read every TCP byte. The basic program cannot read the peer
+	 * or lift a hold, so it redirects only into a peer whose own check
+	 * passed (READER_OK), and otherwise stays on TCP. */
+	reader = kernel_reads ? reader_check(peer_gate->sk)
+			      : (word & SOCKACCEL_GATE_READER_OK) ? READER_OK : READER_PENDING;
+	if (reader != READER_OK || !(word & SOCKACCEL_GATE_READER_OK)) {
+		if (reader != READER_OK) {
+			st->peer_sk = peer_gate->sk;
+			__sync_fetch_and_or(&st->flags,
+					    SOCKACCEL_SK_HELD_BACK | SOCKACCEL_SK_HOLD_READER);
+			count(SOCKACCEL_CNT_READER_HOLDS, 1);
+			goto pass;
+		}
+		__sync_fetch_and_or(&peer_gate->word, SOCKACCEL_GATE_READER_OK);
 	}
+
+	if (!(word & SOCKACCEL_GATE_PEER_REDIRECTED))
+		word = __sync_fetch_and_or(&peer_gate->word, SOCKACCEL_GATE_PEER_REDIRECTED);
+	if (word & SOCKACCEL_GATE_CLOSING)
+		goto gate_closed;
 
 	if (bpf_msg_redirect_hash(msg, &sock_hash, &peer, BPF_F_INGRESS) == SK_PASS) {
 		count(SOCKACCEL_CNT_REDIRECT_MSGS, 1);
@@ -610,6 +758,9 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int bac
 	}
 miss:
 	count(SOCKACCEL_CNT_REDIRECT_MISSES, 1);
+	goto mark_tcp_path;
+gate_closed:
+	count(SOCKACCEL_CNT_GATE_CLOSED_SENDS, 1);
 
 mark_tcp_path:
 	/* This send takes TCP; from now on so must every send of this socket.
@@ -629,7 +780,8 @@ int sockaccel_redirect(struct sk_msg_md *msg)
 }
 
 /* For kernels without bpf_probe_read_kernel/bpf_skc_to_tcp_sock in sk_msg:
- * everything but back-pressure. */
+ * no back-pressure, and redirects only into a peer whose own reader check
+ * passed; a sender held for its peer's reader stays on TCP. */
 SEC("sk_msg")
 int sockaccel_redirect_basic(struct sk_msg_md *msg)
 {
@@ -688,12 +840,13 @@ static __always_inline __u64 claim_socket(const struct sockaccel_key *key, __u64
 {
 	const __u64 claimed = SOCKACCEL_GATE_DRAIN_CLAIMED |
 			      ((__u64)pass << SOCKACCEL_GATE_CLAIM_PASS_SHIFT);
-	__u64 closing = SOCKACCEL_GATE_CLOSING, *peer_gate;
+	struct sockaccel_gate closing = { .word = SOCKACCEL_GATE_CLOSING };
+	__u64 *peer_gate;
 	struct sockaccel_key peer;
 
 	if (!*gate) {
 		bpf_map_update_elem(&redir_gate, key, &closing, BPF_NOEXIST);
-		*gate = bpf_map_lookup_elem(&redir_gate, key);
+		*gate = gate_word(key);
 		if (!*gate)
 			return 0; /* not claimed; reported as such */
 	}
@@ -703,7 +856,7 @@ static __always_inline __u64 claim_socket(const struct sockaccel_key *key, __u64
 	__builtin_memset(&peer, 0, sizeof(peer));
 	sockaccel_key_peer(&peer, key);
 	/* No word: the verdict finds none either, and takes TCP. */
-	peer_gate = bpf_map_lookup_elem(&redir_gate, &peer);
+	peer_gate = gate_word(&peer);
 	if (peer_gate)
 		__sync_fetch_and_or(peer_gate, SOCKACCEL_GATE_CLOSING);
 	return __sync_fetch_and_or(*gate, claimed) | claimed;
@@ -797,7 +950,7 @@ static __always_inline int drain_visit(struct seq_file *seq, struct sock *sk,
 			rec->status |= SOCKACCEL_DRAIN_FLAGS_UNKNOWN;
 	}
 
-	gate = bpf_map_lookup_elem(&redir_gate, &rec->key);
+	gate = gate_word(&rec->key);
 	word = gate ? *(volatile __u64 *)gate : 0;
 	if (dc->mode == SOCKACCEL_DRAIN_CLAIM || dc->mode == SOCKACCEL_DRAIN_SCAN ||
 	    dc->mode == SOCKACCEL_DRAIN_CLAIM_POLICY || dc->mode == SOCKACCEL_DRAIN_CLAIM_LISTED) {

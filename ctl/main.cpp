@@ -135,13 +135,30 @@ int run(int argc, char** argv) {
                 ->type_name(what);
         }
     }
-    std::string policy_file;
+    for (const char* side : {"include", "exclude"}) {
+        const std::string flag = std::string("--") + side + "-unit";
+        policy_set
+            ->add_option(flag, rule_args[flag],
+                         std::string(side == std::string("include") ? "Accelerate" : "Never accelerate") +
+                             " this systemd service: the cgroup /system.slice/UNIT, followed "
+                             "across restarts (repeatable)")
+            ->type_name("UNIT");
+    }
+    std::string policy_file, scope;
+    CLI::Option* scope_opt =
+        policy_set
+            ->add_option("--scope", scope,
+                         "opt-in: only the included cgroups and units; host: every local "
+                         "connection the rules allow (default: the scope in force)")
+            ->check(CLI::IsMember({"opt-in", "host"}));
     bool apply_existing = false, clear_policy = false;
     CLI::Option* policy_file_opt =
         policy_set->add_option("--file", policy_file, "A JSON policy object (- for stdin)")
             ->type_name("FILE");
     CLI::Option* clear_opt =
-        policy_set->add_flag("--clear", clear_policy, "No rules: accelerate every local connection");
+        policy_set->add_flag("--clear", clear_policy,
+                             "No rules (in the opt-in scope: nothing is accelerated; in the host "
+                             "scope: every local connection)");
     policy_set->add_flag("--apply-existing", apply_existing,
                          "Also move existing connections the new policy excludes to TCP, "
                          "losing nothing (like flush-map, for those only)");
@@ -227,8 +244,9 @@ int run(int argc, char** argv) {
         std::size_t given_rules = 0;
         for (const auto& [flag, values] : rule_args) given_rules += values.size();
         const int sources = (given_rules > 0) + (policy_file_opt->count() > 0) + (clear_opt->count() > 0);
-        if (sources != 1)
-            return usage("give rules (--include-*/--exclude-*), or --file, or --clear (one of them)");
+        if (sources > 1 || (sources == 0 && scope_opt->count() == 0))
+            return usage("give rules (--include-*/--exclude-*), or --file, or --clear (one of them), "
+                         "and/or --scope");
         if (policy_wait_opt->count() > 0 && !apply_existing)
             return usage("--wait goes with --apply-existing");
         json doc = json::object();
@@ -250,15 +268,27 @@ int run(int argc, char** argv) {
                 if (values.empty()) continue;
                 const auto dash = flag.find('-', 2);
                 const std::string side = flag.substr(2, dash - 2);
-                const std::string kind = flag.substr(dash + 1) + "s";
-                for (const auto& v : values) doc[side][kind].push_back(v);
+                std::string kind = flag.substr(dash + 1) + "s";
+                for (const auto& v : values) {
+                    if (kind == "units") {
+                        auto cgroup = proto::unit_cgroup(v);
+                        if (!cgroup) return usage(cgroup.error());
+                        doc[side]["cgroups"].push_back(*cgroup);
+                    } else {
+                        doc[side][kind].push_back(v);
+                    }
+                }
             }
         }
         // Checked here with the daemon's own rules (proto/), so a typo is a
         // usage error and never reaches the daemon.
+        if (scope_opt->count() > 0) doc["scope"] = scope;
         auto parsed = proto::parse_policy(doc, "policy");
         if (!parsed) return usage(parsed.error());
-        json args{{"policy", proto::policy_to_json(*parsed)}};
+        json sent = proto::policy_to_json(*parsed);
+        // No scope given: the daemon keeps the one in force.
+        if (!parsed->scope) sent.erase("scope");
+        json args{{"policy", std::move(sent)}};
         if (apply_existing) args["apply_existing"] = true;
         if (policy_wait_opt->count() > 0) args["wait_ms"] = to_ms(wait_sec).count();
         if (apply_existing && timeout_opt->count() == 0) {

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
     CLI::App app{"sockacceld: same-host TCP acceleration with sockops and sk_msg"};
     app.set_version_flag("--version", "sockacceld " + std::string(proto::kSoftwareVersion));
     std::string config_path = kDefaultConfigPath;
-    std::string cgroup, pin_dir, socket_path, log_level, log_target = "auto", drain_backend;
+    std::string cgroup, pin_dir, socket_path, log_level, log_target = "auto", drain_backend, scope;
     std::uint32_t map_size = 0;
     auto* config_opt = app.add_option("--config", config_path, "Config file (JSON)");
     auto* cgroup_opt =
@@ -42,6 +42,11 @@ int main(int argc, char** argv) {
                        "BPF iterator the lossless drain walks with: auto (the first the kernel "
                        "loads), sockhash, task_file or tcp")
             ->check(CLI::IsMember({"auto", "sockhash", "task_file", "tcp"}));
+    auto* scope_opt =
+        app.add_option("--scope", scope,
+                       "Where acceleration applies: opt-in (only the policy's include cgroups; "
+                       "the default) or host (every local connection the policy allows)")
+            ->check(CLI::IsMember({"opt-in", "host"}));
     app.add_option("--log-target", log_target,
                    "auto (the journal when stderr is connected to it, as systemd sets up; "
                    "otherwise the console), console (stderr) or journal")
@@ -80,6 +85,7 @@ int main(int argc, char** argv) {
     if (size_opt->count()) overrides.map_size = map_size;
     if (level_opt->count()) overrides.log_level = log_level;
     if (backend_opt->count()) overrides.drain_backend = parse_drain_backend(drain_backend);
+    if (scope_opt->count()) overrides.scope = proto::parse_scope(scope).value();
     DataPlane::route_libbpf_logs();
 
     try {

@@ -118,6 +118,7 @@ nlohmann::json Daemon::status_features(const DataPlaneFeatures& loaded) const {
     out["drain_backend"] = to_string(loaded.drain_backend);
     out["entry_counter"] = to_string(loaded.entry_counter);
     out["backpressure"] = loaded.backpressure_program;
+    out["reader_checks"] = loaded.reader_check_program ? "every_send" : "accepted_side_only";
     return out;
 }
 
@@ -310,7 +311,10 @@ tl::expected<EncodedPolicy, std::string> Daemon::encode_for_kernel(const Policy&
 
 Result<void> Daemon::apply_policy(const EncodedPolicy& next) {
     auto r = dataplane_->set_policy(next);
-    if (r) return r;
+    if (r) {
+        watch_policy_cgroups(next);
+        return r;
+    }
     // Put the running policy back, so the kernel is not left with a mix.
     if (auto old = encode_for_kernel(config_.policy); old)
         if (auto back = dataplane_->set_policy(*old); !back)
@@ -319,16 +323,68 @@ Result<void> Daemon::apply_policy(const EncodedPolicy& next) {
     return r;
 }
 
+void Daemon::watch_policy_cgroups(const EncodedPolicy& applied) {
+    for (const auto& path : applied.pending_cgroups)
+        if (std::find(pending_cgroups_.begin(), pending_cgroups_.end(), path) ==
+            pending_cgroups_.end())
+            spdlog::info("policy: cgroup {} does not exist yet; it is matched once it appears",
+                         path);
+    pending_cgroups_ = applied.pending_cgroups;
+    if (auto r = cgroup_watch_->watch(applied.cgroup_paths); !r)
+        spdlog::warn("policy: {}; cgroups re-created later (a restarted service) are not "
+                     "followed until the next policy-set or reload",
+                     r.error().message());
+}
+
+void Daemon::policy_cgroups_changed() {
+    if (!dataplane_) return;
+    auto encoded = encode_for_kernel(config_.policy);
+    if (!encoded) {
+        // A parent cgroup went away: its children are gone too, and their
+        // old ids match nothing. Keep the policy in force.
+        spdlog::warn("policy: after a cgroup change: {}", encoded.error());
+        return;
+    }
+    const auto before = pending_cgroups_;
+    if (auto r = apply_policy(*encoded); !r) {
+        spdlog::error("policy: writing the policy after a cgroup change failed: {}",
+                      r.error().message());
+        return;
+    }
+    for (const auto& path : before)
+        if (std::find(pending_cgroups_.begin(), pending_cgroups_.end(), path) ==
+            pending_cgroups_.end())
+            spdlog::info("policy: cgroup {} appeared; its new connections are accelerated", path);
+}
+
 Daemon::Reply Daemon::cmd_policy_show() const {
-    return json{{"policy", policy_to_json(config_.policy)},
-                {"source", policy_source_},
-                {"accelerates", config_.policy.empty() ? "all local connections"
-                                                       : "local connections the policy allows"}};
+    const bool host = config_.policy.effective_scope() == proto::Scope::host;
+    std::string accelerates;
+    if (host)
+        accelerates = config_.policy.empty() ? "all local connections"
+                                             : "local connections the policy allows";
+    else
+        accelerates = config_.policy.include.cgroups.empty()
+                          ? "nothing (opt-in scope, no cgroup included)"
+                          : "local connections of the included cgroups the policy allows";
+    json shown{{"policy", policy_to_json(config_.policy)},
+               {"source", policy_source_},
+               {"scope", to_string(config_.policy.effective_scope())},
+               {"pending_cgroups", pending_cgroups_},
+               {"accelerates", accelerates}};
+    if (host)
+        shown["warning"] =
+            "host scope: programs that splice or tee from a TCP socket, send urgent data, or "
+            "read with MSG_WAITALL, SO_RCVLOWAT or a blocking socket before their first segment "
+            "can see different data than on TCP (docs/compatibility.md)";
+    return shown;
 }
 
 awaitable<Daemon::Reply> Daemon::cmd_policy_set(const json& args) {
     auto parsed = validate_policy_set_args(args);
     if (!parsed) co_return tl::unexpected(parsed.error());
+    // A policy without a scope keeps the one in force.
+    if (!parsed->policy.scope) parsed->policy.scope = config_.policy.effective_scope();
     auto encoded = encode_for_kernel(parsed->policy);
     if (!encoded)
         co_return tl::unexpected(invalid("policy-set: " + encoded.error() +

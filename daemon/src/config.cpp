@@ -199,6 +199,8 @@ void apply_overrides(Config& config, const ConfigOverrides& o) {
     if (o.map_size) config.map_size = *o.map_size;
     if (o.log_level) config.log_level = *o.log_level;
     if (o.drain_backend) config.drain.backend = *o.drain_backend;
+    if (o.scope) config.policy.scope = *o.scope;
+    config.policy.scope = config.policy.effective_scope();
 }
 
 nlohmann::json config_to_json(const Config& c) {

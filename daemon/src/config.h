@@ -86,6 +86,8 @@ struct ConfigOverrides {
     std::optional<std::string> log_level;
     // --drain-backend: a backend name; "auto" is std::nullopt inside.
     std::optional<std::optional<DrainBackend>> drain_backend;
+    // --scope: replaces policy.scope of the file (also at reload).
+    std::optional<proto::Scope> scope;
 };
 
 void apply_overrides(Config& config, const ConfigOverrides& overrides);

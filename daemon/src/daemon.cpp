@@ -128,6 +128,9 @@ void Daemon::start() {
         if (auto r = metrics_->listen(); !r) throw StartupError(r.error().message());
     }
 
+    cgroup_watch_ =
+        std::make_unique<CgroupWatch>(io_, cgroup_root_, [this] { policy_cgroups_changed(); });
+    watch_policy_cgroups(*policy);
     dataplane_ = DataPlane::start({*cgroup, config_.pin_dir, config_.map_size,
                                    max_unread_bytes(config_.redirect), features_,
                                    drain_backends_, std::move(*policy)});

@@ -35,6 +35,7 @@
 #include <optional>
 #include <string>
 
+#include "cgroup_watch.h"
 #include "config.h"
 #include "control_server.h"
 #include "metrics_server.h"
@@ -100,8 +101,13 @@ private:
     // The policy as the kernel takes it: cgroup paths resolved below the
     // cgroup v2 root. The error names the missing cgroup.
     tl::expected<EncodedPolicy, std::string> encode_for_kernel(const Policy& policy) const;
-    // Writes `policy` to the kernel, restoring the running one on failure.
+    // Writes `policy` to the kernel, restoring the running one on failure;
+    // then watches its cgroups.
     [[nodiscard]] Result<void> apply_policy(const EncodedPolicy& next);
+    // A cgroup the policy names appeared or went away: write the policy
+    // again with the cgroups' current ids.
+    void policy_cgroups_changed();
+    void watch_policy_cgroups(const EncodedPolicy& applied);
     // Runs the kernel feature probe and picks the drain backends to try;
     // throws StartupError without a required mechanism.
     void probe_features();
@@ -132,6 +138,8 @@ private:
     std::unique_ptr<DrainScheduler> drain_;
     std::unique_ptr<ControlServer> control_;
     std::unique_ptr<MetricsServer> metrics_;  // only with metrics.listen
+    std::unique_ptr<CgroupWatch> cgroup_watch_;
+    std::vector<std::string> pending_cgroups_;  // of the policy in force
     Clock::time_point started_at_;
     // The EAGAIN self-test's outcome, reported in status kernel_issues (an
     // error there is reported as "unknown").

@@ -311,7 +311,10 @@ void DataPlane::open_and_load(const DataPlaneOptions& options) {
                                       : EntryCounter::key_walk});
     }
     if (plans.empty()) throw StartupError("load BPF programs: no drain backend to load");
-    const bool backpressure = options.features.backpressure();
+    // The full verdict needs kernel reads in sk_msg: the reader checks and
+    // lifting holds. Back-pressure also needs psock->msg_tot_len, which the
+    // program reads only where it exists (6.1 has none: no limit there).
+    const bool kernel_reads = options.features.sk_msg_kernel_reads;
     int last_err = 0;
     std::string tried;
     for (const auto& plan : plans) {
@@ -333,8 +336,8 @@ void DataPlane::open_and_load(const DataPlaneOptions& options) {
                                   plan.counter == EntryCounter::sockhash_iterator);
         bpf_program__set_autoload(skel_->progs.sockaccel_count_map,
                                   plan.counter == EntryCounter::map_iterator);
-        bpf_program__set_autoload(skel_->progs.sockaccel_redirect, backpressure);
-        bpf_program__set_autoload(skel_->progs.sockaccel_redirect_basic, !backpressure);
+        bpf_program__set_autoload(skel_->progs.sockaccel_redirect, kernel_reads);
+        bpf_program__set_autoload(skel_->progs.sockaccel_redirect_basic, !kernel_reads);
         adopt_or_reset_pins();
         last_err = sockaccel_bpf__load(skel_);
         if (last_err == 0) {
@@ -367,8 +370,9 @@ void DataPlane::open_and_load(const DataPlaneOptions& options) {
     info_.capacity = bpf_map__max_entries(skel_->maps.sock_hash);
     info_.sock_hash_map_id = map_id(bpf_map__fd(skel_->maps.sock_hash));
     info_.sockops_prog_id = prog_id(bpf_program__fd(skel_->progs.sockaccel_sockops));
-    verdict_ = backpressure ? skel_->progs.sockaccel_redirect : skel_->progs.sockaccel_redirect_basic;
-    features_.backpressure_program = backpressure;
+    verdict_ = kernel_reads ? skel_->progs.sockaccel_redirect : skel_->progs.sockaccel_redirect_basic;
+    features_.backpressure_program = options.features.backpressure();
+    features_.reader_check_program = kernel_reads;
     info_.sk_msg_prog_id = prog_id(bpf_program__fd(verdict_));
 }
 

@@ -89,7 +89,10 @@ std::string_view to_string(EntryCounter counter);
 struct DataPlaneFeatures {
     DrainBackend drain_backend = DrainBackend::sockhash;  // the walk every drain uses
     EntryCounter entry_counter = EntryCounter::key_walk;
-    bool backpressure_program = false;  // sockaccel_redirect, not _basic
+    bool backpressure_program = false;  // sockaccel_redirect with psock->msg_tot_len
+    // sockaccel_redirect, not _basic: a sender checks its peer's reader
+    // itself on every send (_basic waits for the peer's own check).
+    bool reader_check_program = false;
 };
 
 struct SocketEntry {

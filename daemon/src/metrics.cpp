@@ -48,6 +48,15 @@ constexpr std::array<CounterMetric, SOCKACCEL_CNT__MAX> kCounterMetrics = {{
     {"sockaccel_unclaimed_removed_total",
      "Connecting sockets removed because no local peer claimed them."},
     {"sockaccel_policy_skipped_total", "Sockets the policy excluded."},
+    {"sockaccel_reader_blocking_total",
+     "Sockets kept on TCP because their reader is blocking (no O_NONBLOCK)."},
+    {"sockaccel_reader_lowat_total", "Sockets kept on TCP because their SO_RCVLOWAT is above 1."},
+    {"sockaccel_reader_unknown_total",
+     "Connecting sockets kept on TCP because they had no file to check."},
+    {"sockaccel_reader_holds_total",
+     "Sends that took TCP because the peer's reader was not yet known compatible."},
+    {"sockaccel_reader_resumes_total",
+     "Times a sender held for its peer's reader went back to redirecting."},
 }};
 
 prometheus::MetricFamily family(std::string name, std::string help, prometheus::MetricType type,

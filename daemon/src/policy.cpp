@@ -32,12 +32,18 @@ EncodedPolicy encode_policy(const Policy& p, const CgroupIds& ids) {
     add_cidrs(p.exclude.cidrs, SOCKACCEL_POLICY_MATCH_EXCLUDE);
     for (auto id : ids.include) e.cgroups.emplace_back(id, SOCKACCEL_POLICY_MATCH_INCLUDE);
     for (auto id : ids.exclude) e.cgroups.emplace_back(id, SOCKACCEL_POLICY_MATCH_EXCLUDE);
+    e.cgroup_paths = p.include.cgroups;
+    e.cgroup_paths.insert(e.cgroup_paths.end(), p.exclude.cgroups.begin(), p.exclude.cgroups.end());
+    e.pending_cgroups = ids.pending;
 
     if (!p.include.ports.empty()) e.flags |= SOCKACCEL_POLICY_INCLUDE_PORTS;
     if (!p.exclude.ports.empty()) e.flags |= SOCKACCEL_POLICY_EXCLUDE_PORTS;
     if (!p.include.cidrs.empty()) e.flags |= SOCKACCEL_POLICY_INCLUDE_CIDRS;
     if (!p.exclude.cidrs.empty()) e.flags |= SOCKACCEL_POLICY_EXCLUDE_CIDRS;
-    if (!p.include.cgroups.empty()) e.flags |= SOCKACCEL_POLICY_INCLUDE_CGROUPS;
+    // Opt-in scope: a socket must match an include cgroup, so with none
+    // listed nothing is inserted (the flag with an empty map).
+    if (!p.include.cgroups.empty() || p.effective_scope() == proto::Scope::opt_in)
+        e.flags |= SOCKACCEL_POLICY_INCLUDE_CGROUPS | SOCKACCEL_POLICY_CGROUPS;
     if (!e.cgroups.empty()) e.flags |= SOCKACCEL_POLICY_CGROUPS;
     return e;
 }
@@ -49,9 +55,17 @@ tl::expected<CgroupIds, std::string> resolve_cgroups(const Policy& p, const std:
         for (const auto& path : paths) {
             const std::string full = path == "/" ? root : root + path;
             struct stat st {};
-            if (::stat(full.c_str(), &st) != 0)
-                return tl::unexpected("cgroup \"" + path + "\"" + ": " + std::strerror(errno) +
+            if (::stat(full.c_str(), &st) != 0) {
+                const int err = errno;
+                const std::string parent = full.substr(0, full.rfind('/'));
+                struct stat pst {};
+                if (err == ENOENT && ::stat(parent.c_str(), &pst) == 0 && S_ISDIR(pst.st_mode)) {
+                    ids.pending.push_back(path);
+                    continue;
+                }
+                return tl::unexpected("cgroup \"" + path + "\"" + ": " + std::strerror(err) +
                                       " (looked for " + full + ")");
+            }
             if (!S_ISDIR(st.st_mode))
                 return tl::unexpected("cgroup \"" + path + "\"" + ": not a cgroup directory");
             out.push_back(st.st_ino);  // a cgroup v2 directory's inode is its id

@@ -37,19 +37,27 @@ struct EncodedPolicy {
     std::vector<std::pair<sockaccel_cidr_key, std::uint32_t>> cidrs;
     std::vector<std::pair<std::uint64_t, std::uint32_t>> cgroups;  // cgroup id -> verdict
     std::uint32_t flags = 0;                                       // enum sockaccel_policy_flag
+    // Not for the kernel: every cgroup path the policy names (to watch),
+    // and those that do not exist yet (CgroupIds::pending).
+    std::vector<std::string> cgroup_paths;
+    std::vector<std::string> pending_cgroups;
 };
 
-// Cgroup ids for include and exclude paths, in order.
+// Cgroup ids for include and exclude paths, in order, skipping the
+// pending ones: paths that do not exist yet but whose parent does (a
+// service that is not running), listed in `pending`. They match nothing
+// until they appear (cgroup_watch.h).
 struct CgroupIds {
     std::vector<std::uint64_t> include;
     std::vector<std::uint64_t> exclude;
+    std::vector<std::string> pending;
 };
 
 // Pure. `ids` must match `policy`'s cgroup lists.
 EncodedPolicy encode_policy(const Policy& policy, const CgroupIds& ids);
 
 // The id of each cgroup directory below `cgroup_root`. A missing directory
-// is an error naming it.
+// whose parent is missing too is an error naming it.
 tl::expected<CgroupIds, std::string> resolve_cgroups(const Policy& policy,
                                                      const std::string& cgroup_root);
 

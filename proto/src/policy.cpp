@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -178,9 +179,16 @@ tl::expected<Policy, std::string> parse_policy(const json& j, std::string_view w
     const std::string w(where);
     if (!j.is_object()) return tl::unexpected(w + ": must be an object");
     for (const auto& [key, value] : j.items())
-        if (key != "include" && key != "exclude")
-            return tl::unexpected(w + ": unknown key " + quote_cut(key) + " (known: include, exclude)");
+        if (key != "include" && key != "exclude" && key != "scope")
+            return tl::unexpected(w + ": unknown key " + quote_cut(key) +
+                                  " (known: scope, include, exclude)");
     Policy p;
+    if (auto it = j.find("scope"); it != j.end()) {
+        if (!it->is_string()) return tl::unexpected(w + ".scope: must be a string");
+        auto scope = parse_scope(it->get<std::string>());
+        if (!scope) return tl::unexpected(w + ".scope: " + scope.error());
+        p.scope = *scope;
+    }
     if (auto it = j.find("include"); it != j.end()) {
         auto r = RulesParser(w + ".include").parse(*it);
         if (!r) return tl::unexpected(r.error());
@@ -218,7 +226,35 @@ json policy_to_json(const Policy& p) {
         for (const auto& c : r.cgroups) cgroups.push_back(c);
         return json{{"ports", ports}, {"cidrs", cidrs}, {"cgroups", cgroups}};
     };
-    return json{{"include", rules(p.include)}, {"exclude", rules(p.exclude)}};
+    return json{{"scope", to_string(p.effective_scope())},
+                {"include", rules(p.include)},
+                {"exclude", rules(p.exclude)}};
+}
+
+std::string_view to_string(Scope scope) { return scope == Scope::host ? "host" : "opt-in"; }
+
+tl::expected<Scope, std::string> parse_scope(std::string_view text) {
+    if (text == "opt-in") return Scope::opt_in;
+    if (text == "host") return Scope::host;
+    return tl::unexpected(quote_cut(std::string(text)) + ": must be \"opt-in\" or \"host\"");
+}
+
+tl::expected<std::string, std::string> unit_cgroup(std::string_view unit) {
+    std::string name(unit);
+    const auto bad = [&](const std::string& why) {
+        return tl::unexpected("unit " + quote_cut(name) + ": " + why);
+    };
+    if (name.empty()) return bad("must not be empty");
+    if (name.find('.') == std::string::npos) name += ".service";
+    const auto dot = name.rfind('.');
+    if (name.substr(dot) != ".service" && name.substr(dot) != ".scope")
+        return bad("must be a .service or .scope unit (give other cgroups with --include-cgroup)");
+    if (dot == 0 || name.size() > 255) return bad("is not a unit name");
+    for (char c : name.substr(0, dot))
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == ':' || c == '-' || c == '_' ||
+              c == '.' || c == '\\' || c == '@'))
+            return bad("is not a unit name (allowed: letters, digits, \":-_.\\@\")");
+    return "/system.slice/" + name;
 }
 
 }  // namespace sockaccel::proto

@@ -112,9 +112,9 @@ private:
             return 2;
         std::vector<std::pair<int, int>> conns;
         for (int i = 0; i < n; ++i) {
-            const int c = ::socket(AF_INET, SOCK_STREAM, 0);
-            if (::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return 3;
-            const int s = ::accept(l, nullptr, nullptr);
+            const int c = connect_nonblocking(l);
+            if (c < 0) return 3;
+            const int s = accept_nonblocking(l);
             if (s < 0) return 4;
             conns.emplace_back(c, s);
         }
@@ -123,8 +123,12 @@ private:
         if (::read(go_fd, &c, 1) != 1) return 8;
         for (auto [cl, sv] : conns) {
             char in = 0;
-            if (::write(cl, "q", 1) != 1 || ::read(sv, &in, 1) != 1 || in != 'q') return 6;
-            if (::write(sv, "a", 1) != 1 || ::read(cl, &in, 1) != 1 || in != 'a') return 7;
+            if (!write_all_nonblocking(cl, "q", 1) || !read_exact_nonblocking(sv, &in, 1) ||
+                in != 'q')
+                return 6;
+            if (!write_all_nonblocking(sv, "a", 1) || !read_exact_nonblocking(cl, &in, 1) ||
+                in != 'a')
+                return 7;
         }
         return 0;
     }

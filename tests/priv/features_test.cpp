@@ -108,8 +108,16 @@ TEST_CASE("features: without optional kernel features the data plane stays lossl
         REQUIRE(p.send(4000) == "ok sent 4000");
         CHECK(result(ctl.request("status"))["map"]["entries"] == 2);
         auto flush = result(ctl.request("flush-map", {{"wait_ms", 200}}));
-        CHECK(flush["flushed"] == 1);
-        CHECK(flush["pending"] == 1);
+        if (masked.sk_msg_kernel_reads) {
+            CHECK(flush["flushed"] == 1);
+            CHECK(flush["pending"] == 1);
+        } else {
+            // The basic verdict cannot check the accepted side's reader
+            // itself, so the first send into it, and every later one, took
+            // TCP: nothing is pending.
+            CHECK(flush["flushed"] == 2);
+            CHECK(flush["pending"] == 0);
+        }
         CHECK(flush["dropped_sockets"] == 0);
         CHECK(p.read_all() == "ok read 4000");
         CHECK(wait_entries(ctl, 0)["map"]["entries"] == 0);

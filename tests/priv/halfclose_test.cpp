@@ -5,6 +5,7 @@
 // bpf/sockaccel.bpf.c): a client that sends its request, shuts down its
 // write side and then waits in a blocking recv() for the answer must get the
 // answer, not EAGAIN, and every byte of it.
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -54,11 +55,18 @@ int one_run(bool early_reply) {
     if (ls < 0 || ::bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(ls, 1) != 0 ||
         ::getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len) != 0)
         return 2;
-    int c = ::socket(AF_INET, SOCK_STREAM, 0);
-    if (c < 0 || ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return 2;
-    int s = ::accept(ls, nullptr, nullptr);
+    // Connected and accepted non-blocking, then blocking I/O (the usual
+    // connect-with-a-timeout pattern), so both ends are in the sockhash
+    // and sockaccel's reader checks see the switch. With `early_reply`
+    // the client only switches once it has the hello, so the hello is
+    // redirected into it.
+    int c = connect_nonblocking(ls);
+    int s = accept_nonblocking(ls);
     ::close(ls);
-    if (s < 0) return 2;
+    if (c < 0 || s < 0) return 2;
+    auto set_blocking = [](int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK); };
+    set_blocking(s);
+    if (!early_reply) set_blocking(c);
 
     std::thread server([s, early_reply] {
         std::uint8_t buf[4096];
@@ -77,10 +85,14 @@ int one_run(bool early_reply) {
 
     std::uint8_t req[kRequest] = {};
     int outcome = 2;
-    if (::send(c, req, sizeof req, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof req)) {
+    if (early_reply || ::send(c, req, sizeof req, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof req)) {
         std::uint8_t hello[6];
         bool ok = true;
-        if (early_reply) ok = ::recv(c, hello, sizeof hello, MSG_WAITALL) == sizeof hello;
+        if (early_reply) {
+            ok = read_exact_nonblocking(c, hello, sizeof hello);
+            set_blocking(c);
+            ok = ok && ::send(c, req, sizeof req, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof req);
+        }
         ::shutdown(c, SHUT_WR);
         std::size_t got = 0;
         while (ok) {

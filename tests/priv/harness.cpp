@@ -75,6 +75,7 @@ int wait_with_deadline(pid_t pid, Clock::time_point deadline) {
 
 std::string daemon_binary() { return SOCKACCEL_TEST_DAEMON; }
 std::string streamcheck_binary() { return SOCKACCEL_TEST_STREAMCHECK; }
+std::string compat_binary() { return SOCKACCEL_TEST_COMPAT; }
 std::string ctl_binary() { return SOCKACCEL_TEST_CTL; }
 
 const std::string& cgroup_root() {
@@ -269,6 +270,11 @@ std::vector<std::string> daemon_args(const TestCgroup& cg, const TestPinDir& pin
     const bool chosen = std::find(extra.begin(), extra.end(), "--drain-backend") != extra.end();
     if (auto backend = forced_drain_backend(); backend && !chosen)
         args.insert(args.end(), {"--drain-backend", std::string(to_string(*backend))});
+    // The test cgroup is the scope: every test daemon accelerates all of
+    // it (host scope below the attach point), as tests of the scope itself
+    // override with their own --scope.
+    if (std::find(extra.begin(), extra.end(), "--scope") == extra.end())
+        args.insert(args.end(), {"--scope", "host"});
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
 }
@@ -368,6 +374,76 @@ std::uint64_t pinned_entries(const std::string& pin_dir) {
         prev = &key;
     }
     return n;
+}
+
+ChildCgroup::ChildCgroup(const std::string& parent, const std::string& name)
+    : path_(parent + "/" + name) {
+    std::filesystem::create_directory(path_);
+}
+
+ChildCgroup::~ChildCgroup() {
+    for (int i = 0; i < 200 && ::rmdir(path_.c_str()) != 0 && errno == EBUSY; ++i) ::usleep(10000);
+}
+
+int connect_nonblocking(int listen_fd) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return -1;
+    const int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -1;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 && errno != EINPROGRESS) {
+        ::close(fd);
+        return -1;
+    }
+    pollfd p{fd, POLLOUT, 0};
+    int err = 0;
+    socklen_t err_len = sizeof err;
+    if (::poll(&p, 1, 10000) != 1 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &err_len) != 0 ||
+        err != 0) {
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int accept_nonblocking(int listen_fd) {
+    pollfd p{listen_fd, POLLIN, 0};
+    if (::poll(&p, 1, 10000) != 1) return -1;
+    return ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK);
+}
+
+bool read_exact_nonblocking(int fd, void* buf, std::size_t n) {
+    auto* p = static_cast<char*>(buf);
+    while (n > 0) {
+        const ssize_t r = ::recv(fd, p, n, 0);
+        if (r > 0) {
+            p += r;
+            n -= static_cast<std::size_t>(r);
+        } else if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+            pollfd pf{fd, POLLIN, 0};
+            if (::poll(&pf, 1, 10000) != 1) return false;
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool write_all_nonblocking(int fd, const void* buf, std::size_t n) {
+    const auto* p = static_cast<const char*>(buf);
+    while (n > 0) {
+        const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= static_cast<std::size_t>(w);
+        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            pollfd pf{fd, POLLOUT, 0};
+            if (::poll(&pf, 1, 10000) != 1) return false;
+        } else {
+            return false;
+        }
+    }
+    return true;
 }
 
 nlohmann::json run_streamcheck(const std::vector<std::string>& args) {

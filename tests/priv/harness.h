@@ -28,6 +28,7 @@ namespace sockaccel::test {
 std::string daemon_binary();
 std::string streamcheck_binary();
 std::string ctl_binary();
+std::string compat_binary();
 
 // The cgroup v2 mount point of this host.
 const std::string& cgroup_root();
@@ -89,6 +90,22 @@ private:
     std::string path_;
 };
 
+// A child cgroup of a test cgroup (a "slice" or "container"), removed
+// before its parent (declare it after the TestCgroup).
+class ChildCgroup {
+public:
+    ChildCgroup(const std::string& parent, const std::string& name);
+    ~ChildCgroup();
+    ChildCgroup(const ChildCgroup&) = delete;
+    ChildCgroup& operator=(const ChildCgroup&) = delete;
+    const std::string& path() const { return path_; }
+    // The path as policy rules name it: below the cgroup v2 root.
+    std::string rule() const { return path_.substr(cgroup_root().size()); }
+
+private:
+    std::string path_;
+};
+
 // A unique pin directory path on bpffs, plus a private directory for the
 // daemon's control socket and config file; all removed on destruction.
 class TestPinDir {
@@ -139,8 +156,8 @@ private:
 
 // Standard daemon arguments for a test environment: its own cgroup, pin
 // dir and control socket, a config with a 1 s stop-drain timeout
-// (`config_json` replaces it), and --drain-backend if the run forces one
-// and `extra` does not choose.
+// (`config_json` replaces it), --drain-backend if the run forces one
+// and `extra` does not choose, and --scope host unless `extra` chooses.
 std::vector<std::string> daemon_args(const TestCgroup& cg, const TestPinDir& pins,
                                      std::vector<std::string> extra = {},
                                      const std::string& config_json = "");
@@ -184,6 +201,15 @@ const nlohmann::json& result(const nlohmann::json& response);
 // with at_least, at least) `entries` sockets; returns the last status
 // result. The drain has no event to wait on, hence the poll.
 nlohmann::json wait_entries(ControlClient& ctl, std::uint64_t entries, bool at_least = false);
+
+// Loopback connections as sockaccel accelerates them: both ends
+// non-blocking from connect() and accept() on (a blocking socket stays on
+// TCP, see SOCKACCEL_GATE_READER_OK). -1 on failure (10 s bounds).
+int connect_nonblocking(int listen_fd);
+int accept_nonblocking(int listen_fd);
+// Reads or writes exactly n bytes of a non-blocking socket, polling.
+bool read_exact_nonblocking(int fd, void* buf, std::size_t n);
+bool write_all_nonblocking(int fd, const void* buf, std::size_t n);
 
 // Catch2 checks that a streamcheck report shows every byte delivered once,
 // in order, with no hang and no error.

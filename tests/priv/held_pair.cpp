@@ -186,12 +186,22 @@ int recv_fd(int via) {
         ::_exit(1);
     }
     ::getsockname(lst, reinterpret_cast<sockaddr*>(&ss), &len);
-    int cli = ::socket(ss.ss_family, SOCK_STREAM, 0);
-    if (::connect(cli, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    // Both ends non-blocking from the start, as sockaccel's reader check
+    // wants (a blocking socket stays on TCP).
+    int cli = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (::connect(cli, reinterpret_cast<sockaddr*>(&ss), len) != 0 && errno != EINPROGRESS) {
         reply("fail connect");
         ::_exit(1);
     }
-    int srv = ::accept(lst, nullptr, nullptr);
+    pollfd connected{cli, POLLOUT, 0};
+    int soerr = 0;
+    socklen_t soerr_len = sizeof soerr;
+    if (::poll(&connected, 1, 10000) != 1 ||
+        ::getsockopt(cli, SOL_SOCKET, SO_ERROR, &soerr, &soerr_len) != 0 || soerr != 0) {
+        reply("fail connect");
+        ::_exit(1);
+    }
+    int srv = ::accept4(lst, nullptr, nullptr, SOCK_NONBLOCK);
     ::close(lst);
     reply("ok connected");
 

@@ -20,24 +20,6 @@ using nlohmann::json;
 
 namespace {
 
-// A child cgroup of a test cgroup (a "slice" or "container"), removed first.
-class ChildCgroup {
-public:
-    ChildCgroup(const std::string& parent, const std::string& name) : path_(parent + "/" + name) {
-        std::filesystem::create_directory(path_);
-    }
-    ~ChildCgroup() {
-        for (int i = 0; i < 200 && ::rmdir(path_.c_str()) != 0 && errno == EBUSY; ++i)
-            ::usleep(10000);
-    }
-    const std::string& path() const { return path_; }
-    // The path as policy rules name it: below the cgroup v2 root.
-    std::string rule() const { return path_.substr(cgroup_root().size()); }
-
-private:
-    std::string path_;
-};
-
 struct Outcome {
     std::uint64_t added = 0;
     std::uint64_t skipped = 0;
@@ -53,6 +35,11 @@ Outcome traffic(const TestPinDir& pins, const std::string& addr, int port,
                                   "--port",    std::to_string(port),
                                   "--connections", std::to_string(connections),
                                   "--min-bytes", "1", "--max-bytes", "65536",
+                                  // The client stays until the server's stream arrived, so
+                                  // that stream is redirected even when the client's own first
+                                  // send came before the accept (held on TCP: sockaccel checks
+                                  // a reader once it has a file).
+                                  "--late-half-close",
                                   "--server-cgroup", server_cg, "--client-cgroup", client_cg};
     if (!server_ns.empty()) a.insert(a.end(), {"--server-netns", server_ns});
     if (!client_ns.empty()) a.insert(a.end(), {"--client-netns", client_ns});

@@ -13,7 +13,7 @@
 
 #include <linux/types.h>
 
-#define SOCKACCEL_ABI_VERSION 4
+#define SOCKACCEL_ABI_VERSION 5
 
 /* Address families as the kernel reports them (AF_INET, AF_INET6). Spelled out
  * so the BPF side does not need <sys/socket.h>. */
@@ -103,6 +103,26 @@ enum sockaccel_counter {
 	/* sockops: established sockets that the operator's policy excludes
 	 * (see struct sockaccel_policy_*); never inserted. */
 	SOCKACCEL_CNT_POLICY_SKIPPED,
+	/* Reader checks (SOCKACCEL_GATE_READER_OK): sockets kept on TCP because
+	 * their reader cannot see redirected data the way it sees TCP data. A
+	 * connecting socket is checked at insert and left out; an accepted one
+	 * once it has a file, at its first segments, and it then leaves the
+	 * sockhash before anything was redirected into it. */
+	/* The socket is blocking (no O_NONBLOCK): a blocking read of a socket
+	 * in a sockhash can fail with EAGAIN (fact 3, e.g. when a signal
+	 * interrupts it) and MSG_WAITALL returns early. */
+	SOCKACCEL_CNT_READER_BLOCKING,
+	/* SO_RCVLOWAT above 1: redirected data makes the socket readable
+	 * whatever the low-water mark. */
+	SOCKACCEL_CNT_READER_LOWAT,
+	/* A connecting socket with no file to check (not inserted). */
+	SOCKACCEL_CNT_READER_UNKNOWN,
+	/* sk_msg: sends that took TCP because the peer's reader was not yet
+	 * known to see redirected data (not accepted yet, or failing the
+	 * check); the sender resumes redirecting once the reader is known
+	 * compatible and has read every TCP byte (SOCKACCEL_SK_HOLD_READER). */
+	SOCKACCEL_CNT_READER_HOLDS,
+	SOCKACCEL_CNT_READER_RESUMES,
 	SOCKACCEL_CNT__MAX,
 };
 
@@ -215,6 +235,13 @@ enum sockaccel_sk_flag {
 	/* The gate word said LOCAL_PEER once; cached so later sends skip the
 	 * lookup. */
 	SOCKACCEL_SK_LOCAL_PEER = 1u << 4,
+	/* An accepted socket whose reader is not checked yet: each segment it
+	 * receives checks it (sockops), until it has a file. */
+	SOCKACCEL_SK_READER_PENDING = 1u << 5,
+	/* With HELD_BACK: held because the peer's reader was not known to see
+	 * redirected data, not because of its backlog (the counters differ;
+	 * the hold is lifted the same way). */
+	SOCKACCEL_SK_HOLD_READER = 1u << 6,
 };
 
 /* Per-socket state in a BPF_MAP_TYPE_SK_STORAGE map; lives and dies with the
@@ -223,7 +250,8 @@ struct sockaccel_sk_state {
 	__u32 flags; /* enum sockaccel_sk_flag */
 	__u32 pad;
 	/* While HELD_BACK: the kernel address of the peer socket, recorded by
-	 * the redirect that found it backlogged. Only ever read through
+	 * the redirect that found it backlogged, or from the peer's gate (a
+	 * reader hold). Only ever read through
 	 * bpf_probe_read_kernel, to decide when to resume; a stale value can
 	 * only delay or trigger a resume whose redirect then misses (a closed
 	 * peer is gone from the sockhash), never misdirect data. */
@@ -262,6 +290,23 @@ enum sockaccel_gate_bit {
 	 * it, so no redirect of its own can still be in flight: every send
 	 * that starts later reads CLOSING on its peer's word. Sticky. */
 	SOCKACCEL_GATE_DRAIN_QUIESCED = 1u << 4,
+	/* The socket's reader sees redirected data as it sees TCP data: its
+	 * socket is non-blocking and its SO_RCVLOWAT is at most 1. Senders
+	 * redirect into a socket only once its word says so. Set by sockops
+	 * at insert (a connecting socket, whose file exists by then), at a
+	 * later segment of an accepted socket, or by a sender's verdict that
+	 * read the same through sockaccel_gate.sk. */
+	SOCKACCEL_GATE_READER_OK = 1u << 5,
+};
+
+/* Value of the redir_gate map. */
+struct sockaccel_gate {
+	__u64 word; /* enum sockaccel_gate_bit; changed only by atomic or/and */
+	/* The socket's kernel address, recorded by sockops at insert. Only
+	 * read with fault-safe reads, to check the socket's reader before a
+	 * sender redirects into it; redirects themselves find their target by
+	 * key, so a stale address can only delay acceleration. */
+	__u64 sk;
 };
 
 /* What the drain walk does on this pass (sockaccel_drain_ctl.mode). */
@@ -346,6 +391,7 @@ struct sockaccel_map_count {
 
 #ifdef __cplusplus
 static_assert(sizeof(struct sockaccel_map_count) == 8, "sockaccel_map_count layout");
+static_assert(sizeof(struct sockaccel_gate) == 16, "sockaccel_gate layout");
 static_assert(sizeof(struct sockaccel_key) == 48, "sockaccel_key layout");
 static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout");
 static_assert(sizeof(struct sockaccel_sk_state) == 16, "sockaccel_sk_state layout");
@@ -354,6 +400,7 @@ static_assert(sizeof(struct sockaccel_drain_record) == 72, "sockaccel_drain_reco
 static_assert(sizeof(struct sockaccel_cidr_key) == 20, "sockaccel_cidr_key layout");
 #else
 _Static_assert(sizeof(struct sockaccel_map_count) == 8, "sockaccel_map_count layout");
+_Static_assert(sizeof(struct sockaccel_gate) == 16, "sockaccel_gate layout");
 _Static_assert(sizeof(struct sockaccel_key) == 48, "sockaccel_key layout");
 _Static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout");
 _Static_assert(sizeof(struct sockaccel_sk_state) == 16, "sockaccel_sk_state layout");

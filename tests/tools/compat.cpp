@@ -5,7 +5,7 @@
 //   --list                      case names, one per line
 //   --case NAME [--cgroup DIR]  run one case, print one JSON line
 //   --all [--cgroup DIR]        run every case in order, one JSON line each
-//   --establish blocking|nonblocking   how pairs are set up (see make_pair)
+//   --establish blocking|nonblocking|nonblocking-io   how pairs are set up and used (below)
 //
 // Each case makes a fresh loopback TCP pair (listener on 127.0.0.1 port 0, connect, accept),
 // exercises one socket behaviour and reports what it observed as an OUTCOME string:
@@ -22,9 +22,21 @@
 // sockaccel decides about a socket when its connection becomes established (and checks the
 // accepted side's reader at the first send into it), so every case creates the pair first,
 // then configures it, then exchanges data (PairOptions can set options before listen/connect
-// where a case needs that). sockaccel keeps blocking readers on TCP; --establish nonblocking
-// sets pairs up non-blocking and only then makes them blocking (see make_pair), which is how
-// the blocking cases get accelerated.
+// where a case needs that). sockaccel keeps blocking sockets on TCP (it checks the reader's
+// O_NONBLOCK at every send), so the three --establish modes accelerate different programs:
+//   blocking        blocking connect/accept, blocking I/O: stays on TCP under sockaccel.
+//   nonblocking     non-blocking connect/accept and one byte client to server, then both fds
+//                   made blocking for the case ("connect with a timeout, then blocking I/O"):
+//                   the set-up byte is accelerated, the case's blocking I/O stays on TCP.
+//   nonblocking-io  set up exactly like nonblocking, but both fds stay non-blocking for the whole
+//                   case, as in an event-loop program (nginx, Go, HAProxy): every call a case
+//                   makes as a blocking call goes through an ev_* wrapper that on EAGAIN polls
+//                   the fd for POLLIN/POLLOUT (up to the fd's SO_RCVTIMEO/SO_SNDTIMEO, 1 s) and
+//                   retries; splice/tee use SPLICE_F_NONBLOCK; io_uring requests that complete
+//                   with -EAGAIN are polled for and resubmitted. Outcomes are the same as in the
+//                   blocking modes, except that cases about blocking semantics (MSG_WAITALL on a
+//                   blocking fd, SO_RCVTIMEO, SO_SNDTIMEO, signal restart) print
+//                   "n/a: needs a blocking socket".
 //
 // Exit status: 0 when the case(s) ran (whatever the outcome), 1 on a setup failure or a case
 // that exceeded its watchdog ({"case":..,"error":".."}), 2 on a usage error.
@@ -445,8 +457,8 @@ struct Pair {
 // --establish nonblocking: connect and accept with O_NONBLOCK, pass one byte from the client to
 // the accepted socket, then put both back in blocking mode: the common "non-blocking connect with
 // a timeout, then blocking I/O" pattern. sockaccel checks each socket's reader (non-blocking,
-// SO_RCVLOWAT <= 1) as the connection is set up and at the first send into it, so only pairs
-// made this way are accelerated when a case then reads blocking. One way only: a reply would put
+// SO_RCVLOWAT <= 1) as the connection is set up and at every send into it, so the set-up byte
+// is redirected and the blocking I/O after it stays on TCP. One way only: a reply would put
 // TCP into delayed-ACK "pingpong" mode and make ACK-dependent outcomes timing-dependent.
 // --establish nonblocking-io: set up exactly the same way, but both fds stay O_NONBLOCK for the
 // whole case, and the cases do their I/O as an event loop does (the ev_* wrappers).
@@ -591,6 +603,18 @@ private:
 };
 
 std::string uring_unsupported(int err) { return "unsupported: io_uring " + errname(err); }
+
+// Runs one request; in nonblocking-io mode, a -EAGAIN completion is polled for and resubmitted
+// like any other EAGAIN (when_ready). io_uring waits for readiness itself for RECV and SEND on an
+// O_NONBLOCK socket, but SPLICE honours the socket's O_NONBLOCK and completes with -EAGAIN.
+int ev_uring(Uring& ring, const io_uring_sqe& sqe, int fd, short events) {
+    const int r = when_ready(fd, events, [&] {
+        const int res = ring.run(sqe);
+        errno = res < 0 ? -res : 0;
+        return res < 0 ? -1 : res;
+    });
+    return r < 0 ? -errno : r;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Cases: reads. The client writes, the accepted socket reads.
@@ -890,7 +914,7 @@ std::string case_iouring_recv() {
         sqe.fd = p.s();
         sqe.addr = reinterpret_cast<uint64_t>(buf);
         sqe.len = sizeof buf;
-        const int res = ring.run(sqe);
+        const int res = ev_uring(ring, sqe, p.s(), POLLIN);
         if (res <= 0) {
             end = res == 0 ? "eof" : errname(-res);
             break;
@@ -920,7 +944,7 @@ std::string case_iouring_splice() {
         sqe.splice_off_in = static_cast<uint64_t>(-1);
         sqe.splice_fd_in = p.s();
         sqe.len = 65536;
-        const int res = ring.run(sqe);
+        const int res = ev_uring(ring, sqe, p.s(), POLLIN);
         if (res <= 0) {
             if (res < 0) end = errname(-res);
             break;
@@ -1174,7 +1198,7 @@ std::string case_iouring_send() {
             sqe.addr = reinterpret_cast<uint64_t>(d.data() + off);
             sqe.len = static_cast<uint32_t>(std::min<size_t>(4000, d.size() - off));
             sqe.msg_flags = MSG_NOSIGNAL;
-            const int res = ring.run(sqe);
+            const int res = ev_uring(ring, sqe, fd, POLLOUT);
             if (res <= 0) return res < 0 ? -res : EIO;
             off += static_cast<size_t>(res);
         }

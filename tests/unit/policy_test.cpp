@@ -49,6 +49,9 @@ TEST_CASE("policy: parse, canonical JSON and round trip") {
     const json out = policy_to_json(p);
     CHECK(out["include"]["ports"] == json::array({"80", "8000-8100"}));
     CHECK(out["exclude"]["cidrs"] == json::array({"10.1.0.0/16", "fd00:1::/32"}));
+    // The canonical form names the effective scope.
+    CHECK(out["scope"] == "opt-in");
+    p.scope = proto::Scope::opt_in;
     CHECK(parse_policy(out, "policy").value() == p);
     CHECK(parse_policy(json::object(), "policy").value().empty());
 }
@@ -78,7 +81,8 @@ TEST_CASE("policy: encoding for the kernel") {
                                         {"cgroups", {"/a"}}}}},
                           "policy")
                  .value();
-    auto e = encode_policy(p, CgroupIds{{}, {4242}});
+    p.scope = proto::Scope::host;
+    auto e = encode_policy(p, CgroupIds{{}, {4242}, {}});
     auto bit = [&](int set, int port) {
         return (e.port_words[SOCKACCEL_POLICY_PORT_WORD(set, port)] >> (port % 64)) & 1;
     };
@@ -95,7 +99,48 @@ TEST_CASE("policy: encoding for the kernel") {
                            {4242, SOCKACCEL_POLICY_MATCH_EXCLUDE}});
     CHECK(e.flags == (SOCKACCEL_POLICY_INCLUDE_PORTS | SOCKACCEL_POLICY_EXCLUDE_PORTS |
                       SOCKACCEL_POLICY_EXCLUDE_CIDRS | SOCKACCEL_POLICY_CGROUPS));
-    CHECK(encode_policy(Policy{}, {}).flags == 0);
+    Policy host;
+    host.scope = proto::Scope::host;
+    CHECK(encode_policy(host, {}).flags == 0);
+}
+
+TEST_CASE("policy: the scope") {
+    // Opt-in, the default: a socket must match an include cgroup, so with
+    // none listed nothing is inserted.
+    CHECK(encode_policy(Policy{}, {}).flags ==
+          (SOCKACCEL_POLICY_INCLUDE_CGROUPS | SOCKACCEL_POLICY_CGROUPS));
+    auto p = parse_policy({{"scope", "opt-in"}, {"include", {{"cgroups", {"/system.slice/a"}}}}},
+                          "policy")
+                 .value();
+    CHECK(p.scope == proto::Scope::opt_in);
+    auto e = encode_policy(p, CgroupIds{{7}, {}, {}});
+    CHECK(e.flags == (SOCKACCEL_POLICY_INCLUDE_CGROUPS | SOCKACCEL_POLICY_CGROUPS));
+    CHECK(e.cgroup_paths == std::vector<std::string>{"/system.slice/a"});
+    CHECK(parse_policy({{"scope", "host"}}, "policy").value().scope == proto::Scope::host);
+    CHECK_FALSE(parse_policy(json::object(), "policy").value().scope);
+    CHECK(parse_policy({{"scope", "all"}}, "policy").error() ==
+          "policy.scope: \"all\": must be \"opt-in\" or \"host\"");
+    CHECK(parse_policy({{"scope", 1}}, "policy").error() == "policy.scope: must be a string");
+    // The config file's default, and --scope on top.
+    auto cfg = parse_config("{}", "f.json").value();
+    apply_overrides(cfg, {});
+    CHECK(cfg.policy.scope == proto::Scope::opt_in);
+    ConfigOverrides o;
+    o.scope = proto::Scope::host;
+    apply_overrides(cfg, o);
+    CHECK(config_to_json(cfg)["policy"]["scope"] == "host");
+}
+
+TEST_CASE("policy: a systemd unit names its cgroup") {
+    CHECK(proto::unit_cgroup("nginx").value() == "/system.slice/nginx.service");
+    CHECK(proto::unit_cgroup("nginx.service").value() == "/system.slice/nginx.service");
+    CHECK(proto::unit_cgroup("getty@tty1.service").value() == "/system.slice/getty@tty1.service");
+    CHECK(proto::unit_cgroup("x.scope").value() == "/system.slice/x.scope");
+    CHECK(proto::unit_cgroup("").error() == "unit \"\": must not be empty");
+    for (const char* bad : {"a.socket", "../x.service", "a/b.service", ".service", "a b"}) {
+        INFO(bad);
+        CHECK_FALSE(proto::unit_cgroup(bad));
+    }
 }
 
 TEST_CASE("policy: in the config file") {

@@ -107,6 +107,20 @@ struct {
 	__type(value, __u32);
 } drain_claim SEC(".maps");
 
+/* Reader checks that kept a socket on TCP, for the daemon's log (struct
+ * sockaccel_reader_event), once per cgroup and reason (reader_seen). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} reader_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct sockaccel_reader_event); /* ports zero */
+	__type(value, __u8);
+} reader_seen SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SOCKACCEL_CNT__MAX);
@@ -223,6 +237,25 @@ static __always_inline __u32 reader_counter(int verdict)
 	return verdict == READER_BLOCKING ? SOCKACCEL_CNT_READER_BLOCKING
 	       : verdict == READER_LOWAT  ? SOCKACCEL_CNT_READER_LOWAT
 					  : SOCKACCEL_CNT_READER_UNKNOWN;
+}
+
+/* A reader check kept the socket at `addr` (a struct sock) on TCP: count
+ * it, and tell the daemon the first time for its cgroup and reason. */
+static __always_inline void reader_kept(__u64 addr, int verdict, struct bpf_sock_ops *skops)
+{
+	struct sockaccel_reader_event ev = {};
+	__u8 one = 1;
+
+	ev.reason = reader_counter(verdict);
+	count(ev.reason, 1);
+	if (!addr)
+		return;
+	ev.cgroup_id = BPF_CORE_READ((struct sock *)addr, sk_cgrp_data.cgroup, kn, id);
+	if (bpf_map_update_elem(&reader_seen, &ev, &one, BPF_NOEXIST))
+		return; /* reported before (or the table is busy: the counter has it) */
+	ev.local_port = (__u16)skops->local_port;
+	ev.remote_port = (__u16)bpf_ntohl(skops->remote_port);
+	bpf_ringbuf_output(&reader_events, &ev, sizeof(ev), 0);
 }
 
 /* May a HELD_BACK socket redirect again? Only when its peer has read every
@@ -490,7 +523,7 @@ static __always_inline int reader_segment(struct bpf_sock_ops *skops,
 	/* Its own sends stop here too, whatever the gate decides. */
 	__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_TCP_PATH);
 	if (gate_leave(&key, SOCKACCEL_CNT__MAX))
-		count(reader_counter(verdict), 1);
+		reader_kept((__u64)bpf_skc_to_tcp_sock(sk), verdict, skops);
 	return 1;
 }
 
@@ -564,7 +597,7 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
 		reader = reader_check(gate_init.sk);
 		if (reader != READER_OK) {
-			count(reader_counter(reader), 1);
+			reader_kept(gate_init.sk, reader, skops);
 			return 1;
 		}
 		gate_init.word = SOCKACCEL_GATE_READER_OK;

@@ -135,6 +135,9 @@ void Daemon::start() {
                                    max_unread_bytes(config_.redirect), features_,
                                    drain_backends_, std::move(*policy)});
     drain_ = std::make_unique<DrainScheduler>(io_, *dataplane_, [this] { notify_status(); });
+    reader_events_ = std::make_unique<ReaderEventLog>(io_, cgroup_root_);
+    if (auto r = reader_events_->start(dataplane_->reader_events_fd()); !r)
+        spdlog::warn("{}; reader checks are counted but not logged", r.error().message());
     control_->start();
     if (metrics_) {
         metrics_->start();

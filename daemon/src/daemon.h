@@ -43,6 +43,7 @@
 #include "drain_scheduler.h"
 #include "kernel_selftest.h"
 #include "notify.h"
+#include "reader_events.h"
 #include "system.h"
 
 namespace sockaccel {
@@ -139,6 +140,7 @@ private:
     std::unique_ptr<ControlServer> control_;
     std::unique_ptr<MetricsServer> metrics_;  // only with metrics.listen
     std::unique_ptr<CgroupWatch> cgroup_watch_;
+    std::unique_ptr<ReaderEventLog> reader_events_;
     std::vector<std::string> pending_cgroups_;  // of the policy in force
     Clock::time_point started_at_;
     // The EAGAIN self-test's outcome, reported in status kernel_issues (an

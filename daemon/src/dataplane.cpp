@@ -45,9 +45,14 @@ int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
     // The verifier log arrives at warning level between these markers; it
     // is long and only useful when debugging (--log-level debug).
     static bool in_verifier_log = false;
-    char buf[4096];
-    int n = std::vsnprintf(buf, sizeof(buf), fmt, args);
-    std::string line(buf, n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), sizeof(buf) - 1) : 0);
+    // Sized to the message: the verifier log comes as one message, and its
+    // end (the reason for a refusal) must not be cut off.
+    va_list again;
+    va_copy(again, args);
+    const int n = std::vsnprintf(nullptr, 0, fmt, args);
+    std::string line(n > 0 ? static_cast<std::size_t>(n) : 0, '\0');
+    if (n > 0) std::vsnprintf(line.data(), line.size() + 1, fmt, again);
+    va_end(again);
     while (!line.empty() && line.back() == '\n') line.pop_back();
     if (line.find("-- BEGIN PROG LOAD LOG --") != std::string::npos) in_verifier_log = true;
     const bool verifier = in_verifier_log;
@@ -688,6 +693,8 @@ Result<void> delete_keys_except(int fd, const std::function<bool(const Key&)>& k
 }
 
 }  // namespace
+
+int DataPlane::reader_events_fd() const { return bpf_map__fd(skel_->maps.reader_events); }
 
 Result<void> DataPlane::set_policy(const EncodedPolicy& policy) {
     if (auto r = write_policy_entries(policy); !r) return r;

@@ -170,6 +170,9 @@ public:
 
     [[nodiscard]] Result<CounterValues> read_counters() const;
 
+    // The reader_events ring buffer (struct sockaccel_reader_event).
+    int reader_events_fd() const;
+
     // Number of sockets in the sockhash, by features().entry_counter.
     [[nodiscard]] Result<std::uint64_t> count_entries() const;
 

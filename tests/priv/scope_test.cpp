@@ -142,3 +142,28 @@ TEST_CASE("scope: an included cgroup is followed while it does not exist and acr
     CHECK(result(ctl.request("policy-show"))["policy"]["include"]["cgroups"][0] == rule);
     CHECK(daemon.stop() == 0);
 }
+
+TEST_CASE("scope: a reader check that keeps a service on TCP is logged once, with its cgroup") {
+    TestCgroup cg("scopelog");
+    TestPinDir pins("scopelog");
+    DaemonProcess daemon(daemon_args(cg, pins));
+    REQUIRE(daemon.ready());
+    const auto before = read_pinned_counters(pins.path());
+    // Blocking sockets, three times: kept on TCP every time, logged once.
+    for (int i = 0; i < 3; ++i) {
+        auto r = run({compat_binary(), "--case", "read", "--establish", "blocking", "--cgroup",
+                      cg.path()});
+        REQUIRE(r.exit_code == 0);
+    }
+    const auto after = read_pinned_counters(pins.path());
+    CHECK(after[SOCKACCEL_CNT_READER_BLOCKING] - before[SOCKACCEL_CNT_READER_BLOCKING] == 3);
+    CHECK(after[SOCKACCEL_CNT_REDIRECT_BYTES] == before[SOCKACCEL_CNT_REDIRECT_BYTES]);
+    REQUIRE(daemon.stop() == 0);
+    const std::string& log = daemon.log();
+    INFO(log);
+    const std::string want =
+        "reader check: cgroup " + cg.path().substr(cgroup_root().size()) + " has a blocking socket";
+    const auto first = log.find(want);
+    CHECK(first != std::string::npos);
+    CHECK(log.find(want, first + 1) == std::string::npos);
+}

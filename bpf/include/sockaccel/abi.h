@@ -383,6 +383,17 @@ struct sockaccel_drain_verdict {
 	__u64 pending_bytes; /* unread redirected bytes it held (dropped unless EMPTY) */
 };
 
+/* What sockops reports, through the reader_events ring buffer, the first
+ * time a reader check keeps a socket of some cgroup on TCP for some reason
+ * (once per cgroup and reason: reader_seen remembers), so the daemon can
+ * log the cgroup for the operator. Not pinned. */
+struct sockaccel_reader_event {
+	__u64 cgroup_id; /* the socket's cgroup (its kernfs id, the directory's inode) */
+	__u32 reason;    /* the counter: SOCKACCEL_CNT_READER_BLOCKING, _LOWAT or _UNKNOWN */
+	__u16 local_port;
+	__u16 remote_port;
+};
+
 /* What sockaccel_count_map writes for each sockhash on the host. */
 struct sockaccel_map_count {
 	__u32 map_id;
@@ -392,6 +403,7 @@ struct sockaccel_map_count {
 #ifdef __cplusplus
 static_assert(sizeof(struct sockaccel_map_count) == 8, "sockaccel_map_count layout");
 static_assert(sizeof(struct sockaccel_gate) == 16, "sockaccel_gate layout");
+static_assert(sizeof(struct sockaccel_reader_event) == 16, "sockaccel_reader_event layout");
 static_assert(sizeof(struct sockaccel_key) == 48, "sockaccel_key layout");
 static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout");
 static_assert(sizeof(struct sockaccel_sk_state) == 16, "sockaccel_sk_state layout");
@@ -401,6 +413,7 @@ static_assert(sizeof(struct sockaccel_cidr_key) == 20, "sockaccel_cidr_key layou
 #else
 _Static_assert(sizeof(struct sockaccel_map_count) == 8, "sockaccel_map_count layout");
 _Static_assert(sizeof(struct sockaccel_gate) == 16, "sockaccel_gate layout");
+_Static_assert(sizeof(struct sockaccel_reader_event) == 16, "sockaccel_reader_event layout");
 _Static_assert(sizeof(struct sockaccel_key) == 48, "sockaccel_key layout");
 _Static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout");
 _Static_assert(sizeof(struct sockaccel_sk_state) == 16, "sockaccel_sk_state layout");

@@ -520,10 +520,12 @@ static __always_inline int reader_segment(struct bpf_sock_ops *skops,
 			__sync_fetch_and_or(gate, SOCKACCEL_GATE_READER_OK);
 		return 1;
 	}
-	/* Its own sends stop here too, whatever the gate decides. */
+	/* Its own sends stop here too, whatever the gate decides. It stays
+	 * only if a sender's check passed just before the reader changed (a
+	 * redirect may be queued); every later send re-checks and holds. */
 	__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_TCP_PATH);
-	if (gate_leave(&key, SOCKACCEL_CNT__MAX))
-		reader_kept((__u64)bpf_skc_to_tcp_sock(sk), verdict, skops);
+	reader_kept((__u64)bpf_skc_to_tcp_sock(sk), verdict, skops);
+	gate_leave(&key, SOCKACCEL_CNT__MAX);
 	return 1;
 }
 

@@ -374,9 +374,9 @@ Daemon::Reply Daemon::cmd_policy_show() const {
                {"accelerates", accelerates}};
     if (host)
         shown["warning"] =
-            "host scope: programs that splice or tee from a TCP socket, send urgent data, or "
-            "read with MSG_WAITALL, SO_RCVLOWAT or a blocking socket before their first segment "
-            "can see different data than on TCP (docs/compatibility.md)";
+            "host scope: programs that splice or tee from a TCP socket, use urgent data, or rely "
+            "on FIONREAD, TCP_INFO byte counts or a reset when closing with unread data get "
+            "different answers than on TCP (docs/compatibility.md)";
     return shown;
 }
 

@@ -71,12 +71,15 @@ proto::Response run_stub(const proto::Request& request, const sockaccel::Validat
         result["force"] = f->force;
         result["wait_ms"] = f->wait.count();
     } else if (const auto* p = std::get_if<sockaccel::PolicySetArgs>(&v)) {
-        // The canonical form is accepted again and means the same policy.
+        // The canonical form is accepted again and means the same policy,
+        // with the scope spelled out (it names the effective scope).
         json args = {{"policy", proto::policy_to_json(p->policy)},
                      {"apply_existing", p->apply_existing},
                      {"wait_ms", p->wait.count()}};
         auto again = sockaccel::validate_policy_set_args(args);
-        FUZZ_CHECK(again && *again == *p);
+        auto want = *p;
+        want.policy.scope = p->policy.effective_scope();
+        FUZZ_CHECK(again && *again == want);
         result["policy"] = args["policy"];
     } else {
         FUZZ_CHECK(std::holds_alternative<sockaccel::NoArgs>(v));

@@ -36,6 +36,16 @@ _sockaccelctl() {
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             return
             ;;
+        --scope)
+            mapfile -t COMPREPLY < <(compgen -W "opt-in host" -- "$cur")
+            return
+            ;;
+        --include-unit | --exclude-unit)
+            # Running services, as systemd names them.
+            mapfile -t COMPREPLY < <(systemctl list-units --type=service --no-legend --plain 2>/dev/null |
+                awk '{print $1}' | grep -- "^$cur")
+            return
+            ;;
         --include-cgroup | --exclude-cgroup)
             # Cgroup paths as the policy names them: below the cgroup v2 root.
             local root
@@ -85,7 +95,8 @@ _sockaccelctl() {
                 return
             fi
             [[ "$sub" == set ]] && cmd_opts="--include-port --exclude-port --include-cidr \
---exclude-cidr --include-cgroup --exclude-cgroup --file --clear --apply-existing --wait"
+--exclude-cidr --include-cgroup --exclude-cgroup --include-unit --exclude-unit --scope --file \
+--clear --apply-existing --wait"
             ;;
     esac
     mapfile -t COMPREPLY < <(compgen -W "$cmd_opts --json --socket --timeout --help" -- "$cur")

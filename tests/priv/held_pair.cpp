@@ -18,49 +18,12 @@
 #include <stdexcept>
 #include <vector>
 
+#include "harness.h"
+
 namespace sockaccel::test {
 namespace {
 
 std::uint8_t pattern(std::uint64_t i) { return static_cast<std::uint8_t>((i * 131 + (i >> 9)) & 0xff); }
-
-// Non-blocking I/O with poll: a blocking read on an accelerated socket can
-// fail with EAGAIN (kernel-facts fact 3), which is not what this helper tests.
-bool write_all(int fd, const std::uint8_t* p, std::size_t n) {
-    while (n > 0) {
-        ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w > 0) {
-            p += w;
-            n -= static_cast<std::size_t>(w);
-            continue;
-        }
-        if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-            pollfd pf{fd, POLLOUT, 0};
-            if (::poll(&pf, 1, 10000) <= 0) return false;
-            continue;
-        }
-        return false;
-    }
-    return true;
-}
-
-bool read_exact(int fd, std::uint8_t* p, std::size_t n) {
-    while (n > 0) {
-        ssize_t r = ::recv(fd, p, n, MSG_DONTWAIT);
-        if (r > 0) {
-            p += r;
-            n -= static_cast<std::size_t>(r);
-            continue;
-        }
-        if (r == 0) return false;
-        if (errno == EAGAIN || errno == EINTR) {
-            pollfd pf{fd, POLLIN, 0};
-            if (::poll(&pf, 1, 10000) <= 0) return false;
-            continue;
-        }
-        return false;
-    }
-    return true;
-}
 
 // What the surviving side of a half-closed-by-the-peer connection sees: first reading (EOF or
 // an error, never silence for `limit_ms`), then writing (an error once the peer's RST is in).
@@ -218,7 +181,7 @@ int recv_fd(int via) {
             std::size_t n = std::stoull(cmd.substr(5));
             std::vector<std::uint8_t> buf(n);
             for (std::size_t i = 0; i < n; ++i) buf[i] = pattern(sent + i);
-            if (!write_all(cli, buf.data(), n)) {
+            if (!write_all_nonblocking(cli, buf.data(), n)) {
                 reply(std::string("fail send: ") + std::strerror(errno));
             } else {
                 sent += n;
@@ -251,7 +214,7 @@ int recv_fd(int via) {
                          : "ok filled " + std::to_string(done) + (blocked ? " blocked" : ""));
         } else if (cmd == "read") {
             std::vector<std::uint8_t> buf(sent - received);
-            if (!read_exact(srv, buf.data(), buf.size())) {
+            if (!read_exact_nonblocking(srv, buf.data(), buf.size())) {
                 reply("fail read: got fewer than " + std::to_string(buf.size()) + " bytes");
             } else {
                 std::string verdict = "ok read " + std::to_string(sent);
@@ -268,7 +231,7 @@ int recv_fd(int via) {
             std::size_t n = std::stoull(cmd.substr(6));
             std::vector<std::uint8_t> buf(n);
             for (std::size_t i = 0; i < n; ++i) buf[i] = pattern(server_sent + i + 7);
-            if (!write_all(srv, buf.data(), n)) {
+            if (!write_all_nonblocking(srv, buf.data(), n)) {
                 reply(std::string("fail ssend: ") + std::strerror(errno));
             } else {
                 server_sent += n;

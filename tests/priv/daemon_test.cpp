@@ -20,11 +20,19 @@ using namespace sockaccel::test;
 
 namespace {
 
+// --late-half-close: a client may send its whole stream and half-close
+// before the server accepts. Its sends then take TCP (the accepted side's
+// reader is not checked yet) and its FIN takes it out of the map, so the
+// connection sees no redirect at all. Waiting for the server's stream first
+// makes every connection's server-to-client direction a redirect, whatever
+// the scheduling: the tests below count on some redirects.
 std::vector<std::string> pair_args(const std::string& addr, const std::string& server_cg,
                                    const std::string& client_cg, int connections) {
-    std::vector<std::string> a = {"pair", "--addr", addr, "--connections",
-                                  std::to_string(connections), "--min-bytes", "1",
-                                  "--max-bytes", "1048576", "--timeout", "60"};
+    std::vector<std::string> a = {"pair",      "--addr",    addr,
+                                  "--connections", std::to_string(connections),
+                                  "--min-bytes", "1",       "--max-bytes",
+                                  "1048576",   "--timeout", "60",
+                                  "--late-half-close"};
     if (!server_cg.empty()) a.insert(a.end(), {"--server-cgroup", server_cg});
     if (!client_cg.empty()) a.insert(a.end(), {"--client-cgroup", client_cg});
     return a;

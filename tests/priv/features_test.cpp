@@ -96,7 +96,7 @@ TEST_CASE("features: without optional kernel features the data plane stays lossl
             {"pair", "--addr", round % 2 ? "::1" : "127.0.0.1", "--server-cgroup", cg.path(),
              "--client-cgroup", cg.path(), "--connections", "24", "--parallel", "8",
              "--read-pause-dir", "both", "--read-pause-after", "32768", "--read-pause-ms", "50",
-             "--timeout", "60"});
+             "--timeout", "60", "--late-half-close"});
         check_integrity(report);
         const auto counters = result(ctl.request("stats"))["counters"];
         CHECK(counters["redirect_bytes"].get<std::uint64_t>() > 0);

@@ -82,10 +82,13 @@ std::vector<std::string> dir_entries(const std::string& dir) {
     return out;
 }
 
+// --late-half-close: see daemon_test.cpp's pair_args(); without it a client
+// that sends and half-closes before the accept sees no redirect.
 std::vector<std::string> streamcheck_args(const TestCgroup& cg, int connections) {
     return {"pair",           "--addr",        "127.0.0.1", "--connections",
             std::to_string(connections), "--min-bytes", "1", "--max-bytes", "1048576",
-            "--server-cgroup", cg.path(), "--client-cgroup", cg.path(), "--timeout", "60"};
+            "--server-cgroup", cg.path(), "--client-cgroup", cg.path(), "--timeout", "60",
+            "--late-half-close"};
 }
 
 // Polls status (bounded) until no retired state is listed; each status

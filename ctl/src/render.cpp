@@ -490,13 +490,14 @@ std::string render_connections(const json& result) {
                 cookie ? std::to_string(*cookie) : "?",
                 peer ? std::to_string(*peer) : "-",
                 get_string(conn, "state").value_or("?"),
+                peer ? get_string(conn, "peer_state").value_or("?") : "-",
             });
         }
     }
 
     std::string out;
     if (!rows.empty()) {
-        out = render_table(rows, {"LOCAL", "⇄/→", "REMOTE", "COOKIE", "PEER-COOKIE", "STATE"});
+        out = render_table(rows, {"LOCAL", "⇄/→", "REMOTE", "COOKIE", "PEER-COOKIE", "STATE", "PEER-STATE"});
     }
     std::uint64_t shown = get_u64(result, "shown").value_or(rows.size());
     std::uint64_t total = get_u64(result, "total").value_or(shown);

@@ -46,6 +46,9 @@ std::string state_name(const sockaccel_drain_record& r) {
     if (r.status & SOCKACCEL_DRAIN_CLAIMED) return "draining";
     if (r.status & SOCKACCEL_DRAIN_FLAGS_UNKNOWN) return "unknown";
     if (r.sk_flags & SOCKACCEL_SK_TCP_PATH) return "tcp_path";
+    // A hold has one of two reasons: the peer's reader (it cannot see
+    // redirected data now), or back-pressure (it has too much unread).
+    if (r.sk_flags & SOCKACCEL_SK_HOLD_READER) return "held_reader";
     if (r.sk_flags & SOCKACCEL_SK_HELD_BACK) return "held_back";
     return "active";
 }
@@ -250,6 +253,7 @@ Daemon::Reply Daemon::cmd_connections(const json& args) {
             {"cookie", it.cookie},
             {"peer_cookie", p != by_key.end() ? json(p->second->cookie) : json(nullptr)},
             {"state", it.state},
+            {"peer_state", p != by_key.end() ? json(p->second->state) : json(nullptr)},
             {"unread_bytes", it.unread},
             {"peer_unread_bytes", p != by_key.end() ? p->second->unread : json(nullptr)},
         });

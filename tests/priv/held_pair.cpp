@@ -227,6 +227,14 @@ int recv_fd(int via) {
                 received = sent;
                 reply(verdict);
             }
+        } else if (cmd == "sblocking" || cmd == "snonblocking") {
+            const bool blocking = cmd == "sblocking";
+            const int fl = ::fcntl(srv, F_GETFL);
+            if (fl < 0 ||
+                ::fcntl(srv, F_SETFL, blocking ? (fl & ~O_NONBLOCK) : (fl | O_NONBLOCK)) != 0)
+                reply(std::string("fail fcntl: ") + std::strerror(errno));
+            else
+                reply(blocking ? "ok server blocking" : "ok server nonblocking");
         } else if (cmd.rfind("ssend ", 0) == 0) {
             std::size_t n = std::stoull(cmd.substr(6));
             std::vector<std::uint8_t> buf(n);
@@ -318,6 +326,9 @@ std::string HeldPair::fill(std::size_t n, int blocked_ms) {
 }
 std::string HeldPair::read_all() { return command("read"); }
 std::string HeldPair::server_send(std::size_t n) { return command("ssend " + std::to_string(n)); }
+std::string HeldPair::server_blocking(bool blocking) {
+    return command(blocking ? "sblocking" : "snonblocking");
+}
 std::string HeldPair::close_server(bool abort) { return command(abort ? "sabort" : "sclose"); }
 std::string HeldPair::close_client(bool abort) { return command(abort ? "cabort" : "cclose"); }
 std::string HeldPair::probe_client(int limit_ms) {

@@ -33,6 +33,9 @@ public:
     // Both sockets closed; the child exits.
     std::string close();
 
+    // Clears (true) or sets (false) O_NONBLOCK on the server socket: "ok server blocking" or
+    // "ok server nonblocking". Reads stay non-blocking (poll) either way.
+    std::string server_blocking(bool blocking);
     // Server sends `n` more bytes of its own stream to the client; the client does not read.
     std::string server_send(std::size_t n);
     // Closes one side only, whatever it has not read ("ok closed server|client"); with

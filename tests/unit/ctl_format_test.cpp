@@ -425,14 +425,15 @@ TEST_CASE("render_stats with rates adds a RATE column", "[ctl][render]") {
 TEST_CASE("render_connections", "[ctl][render]") {
     json r = json::parse(R"({"total":5,"shown":2,"truncated":true,"connections":[
         {"family":"ipv4","local_addr":"127.0.0.1","local_port":40000,"remote_addr":"127.0.0.1",
-         "remote_port":8080,"cookie":123,"peer_cookie":124,"state":"active"},
+         "remote_port":8080,"cookie":123,"peer_cookie":124,"state":"active",
+         "peer_state":"held_reader"},
         {"family":"ipv6","local_addr":"::1","local_port":5000,"remote_addr":"::1",
          "remote_port":443,"cookie":98765,"peer_cookie":null,"state":"tcp_path"}]})");
     std::string out = ctl::render_connections(r);
     CHECK(out ==
-          "LOCAL            ⇄/→  REMOTE          COOKIE  PEER-COOKIE  STATE\n"
-          "127.0.0.1:40000  ⇄    127.0.0.1:8080  123     124          active\n"
-          "[::1]:5000       →    [::1]:443       98765   -            tcp_path\n"
+          "LOCAL            ⇄/→  REMOTE          COOKIE  PEER-COOKIE  STATE     PEER-STATE\n"
+          "127.0.0.1:40000  ⇄    127.0.0.1:8080  123     124          active    held_reader\n"
+          "[::1]:5000       →    [::1]:443       98765   -            tcp_path  -\n"
           "2 of 5 sockets shown, truncated\n");
 }
 
@@ -443,7 +444,7 @@ TEST_CASE("render_connections: empty and odd input", "[ctl][render]") {
     CHECK(ctl::render_connections(json::object()) == "0 of 0 sockets shown\n");
     std::string out = ctl::render_connections(
         json::parse(R"({"connections":[1,null,{"local_port":"x","remote_port":99999}]})"));
-    CHECK(contains(out, "?:0    →    ?:65535  ?       -            ?\n"));
+    CHECK(contains(out, "?:0    →    ?:65535  ?       -            ?      -\n"));
     CHECK(contains(out, "1 of 1 socket shown\n"));
 }
 

@@ -8,7 +8,7 @@
  *    of a socket in sock_hash straight into its peer's receive queue, when the
  *    peer is in sock_hash too; otherwise the send takes the TCP stack.
  *
- * Data safety, the reason for most of the code here (kernel-facts.md):
+ * Data safety, the reason for most of the code here (docs/kernel-facts.md):
  *  - Ordering rule (fact 2). tcp_bpf_recvmsg() serves redirected data before
  *    data that came through the TCP stack. So once a socket has sent a single
  *    byte through TCP, it must never redirect again, or its peer could read

@@ -15,10 +15,10 @@ constexpr std::array kCommands{
     CommandInfo{cmd::kVersion, false, "Show daemon and protocol versions"},
     CommandInfo{cmd::kPing, false, "Check that the daemon answers"},
     CommandInfo{cmd::kPolicyShow, false, "Show the acceleration policy"},
-    CommandInfo{cmd::kAttach, true, "Attach the BPF programs"},
-    CommandInfo{cmd::kDetach, true, "Detach the BPF programs"},
+    CommandInfo{cmd::kAttach, true, "Attach the sockops program (new connections are accelerated)"},
+    CommandInfo{cmd::kDetach, true, "Detach the sockops program (new connections stay on TCP)"},
     CommandInfo{cmd::kReload, true, "Reload configuration"},
-    CommandInfo{cmd::kFlushMap, true, "Remove all entries from the socket map"},
+    CommandInfo{cmd::kFlushMap, true, "Move accelerated connections to TCP, losing nothing"},
     CommandInfo{cmd::kPolicySet, true, "Change the acceleration policy"},
 };
 

@@ -584,11 +584,13 @@ std::string render_policy_set(const json& result) {
                           ? "policy unchanged (new connections)\n"
                           : "policy set for new connections (until the next reload or restart)\n";
     if (result.contains("apply_existing") && result["apply_existing"].is_object()) {
+        // get_u64, not json::value(): a mistyped member must not throw
+        // (render.h: rendering never throws).
         const json& a = result["apply_existing"];
-        out += "existing connections now outside the policy: " +
-               std::to_string(a.value("flushed", 0ULL)) + " moved to TCP";
-        if (a.value("pending", 0ULL) > 0)
-            out += ", " + std::to_string(a.value("pending", 0ULL)) +
+        out += "existing connections now outside the policy: " + u64_or(get_u64(a, "flushed")) +
+               " moved to TCP";
+        if (get_u64(a, "pending").value_or(0) > 0)
+            out += ", " + u64_or(get_u64(a, "pending")) +
                    " pending (unread data; finishing in the background)";
         out += "\n";
     }

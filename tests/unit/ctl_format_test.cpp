@@ -448,6 +448,21 @@ TEST_CASE("render_connections: empty and odd input", "[ctl][render]") {
     CHECK(contains(out, "1 of 1 socket shown\n"));
 }
 
+TEST_CASE("render_policy_set", "[ctl][render]") {
+    CHECK(ctl::render_policy_set(json::parse(R"({"changed":false})")) ==
+          "policy unchanged (new connections)\n");
+    CHECK(ctl::render_policy_set(json::parse(
+              R"({"changed":true,"apply_existing":{"flushed":3,"pending":1}})")) ==
+          "policy set for new connections (until the next reload or restart)\n"
+          "existing connections now outside the policy: 3 moved to TCP, 1 pending (unread "
+          "data; finishing in the background)\n");
+    // A mistyped member renders as unknown instead of throwing.
+    std::string out;
+    CHECK_NOTHROW(out = ctl::render_policy_set(
+                      json::parse(R"({"apply_existing":{"flushed":"x","pending":[1]}})")));
+    CHECK(contains(out, "? moved to TCP\n"));
+}
+
 TEST_CASE("render_flush", "[ctl][render]") {
     json r = json::parse(R"({"flushed":12,"pending":2,"pending_bytes":4096,
         "pending_bytes_exact":true,"dropped_sockets":0,"dropped_bytes":0,

@@ -31,7 +31,6 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
-#include <bpf/bpf_tracing.h>
 
 #include "sockaccel/abi.h"
 #include "sockaccel/key.h"

@@ -20,6 +20,9 @@
  *  - Reader checks: a send is redirected only into a socket whose reader
  *    sees redirected data exactly as it sees TCP data (non-blocking, no
  *    SO_RCVLOWAT); see SOCKACCEL_GATE_READER_OK in abi.h.
+ *  - Demotion: a connection that runs slower redirected than on TCP is
+ *    marked for TCP for good and handed to the daemon's lossless drain,
+ *    which takes it out of the sockhash; see demote() below.
  *  - Never drop: every path returns SK_PASS, and apply_bytes/cork are never
  *    used, so a verdict can only choose between "redirect" and "TCP".
  *  - Lossless drain (fact 1: deleting a socket frees its unread redirected
@@ -113,6 +116,12 @@ struct {
 	__uint(max_entries, 64 * 1024);
 } reader_events SEC(".maps");
 
+/* Demotions, for the daemon to drain (struct sockaccel_demote_event). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} demote_events SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
@@ -188,6 +197,15 @@ static __always_inline __u64 unread_bytes(struct sock *sk)
 	if (!psock)
 		return 0;
 	return BPF_CORE_READ(psock, msg_tot_len);
+}
+
+/* Whether `psock` holds no redirected data: its ingress list is empty.
+ * Both kernels have the list (6.1 has no msg_tot_len). */
+static __always_inline int ingress_empty(struct sk_psock *psock)
+{
+	void *head = (void *)psock + bpf_core_field_offset(struct sk_psock, ingress_msg);
+
+	return (void *)BPF_CORE_READ(psock, ingress_msg.next) == head;
 }
 
 /* The socket bpf_msg_redirect_hash() just chose, read from the kernel's
@@ -669,6 +687,97 @@ not_inserted:
 	return 1;
 }
 
+/*
+ * Demotion (SOCKACCEL_CFG_DEMOTE): a connection that runs slower redirected
+ * than on TCP goes back to TCP for good. Holding such a sender on TCP is
+ * not enough: every send of a socket in a sockhash goes through
+ * tcp_bpf_sendmsg(), whatever the verdict, and that is where the time
+ * goes. So the pair must leave the sockhash, which only the drain can do
+ * without loss (fact 1; and sk_msg programs may not delete from a
+ * sockhash). The marks are those of a drain's claim (claim_socket()) plus
+ * the ordering rule's: CLOSING on both gate words, so neither side
+ * redirects into the other again, and TCP_PATH here; then the daemon,
+ * told through demote_events, claims both sockets and removes them once
+ * nothing redirected is unread or in flight. Nothing is marked unless the
+ * event is sent: a socket marked but never drained would stay in the map,
+ * paying for it, for its whole life. Deferred, it is judged again.
+ */
+static __always_inline void demote(struct sockaccel_sk_state *st, const struct sockaccel_key *key,
+				   struct sockaccel_gate *peer_gate, __u32 reason, __u32 flag)
+{
+	struct sockaccel_demote_event *ev;
+	__u64 *own;
+
+	ev = bpf_ringbuf_reserve(&demote_events, sizeof(*ev), 0);
+	if (!ev) {
+		count(SOCKACCEL_CNT_DEMOTE_DEFERRED, 1);
+		return;
+	}
+	own = gate_word(key);
+	if (own)
+		__sync_fetch_and_or(own, SOCKACCEL_GATE_CLOSING);
+	if (peer_gate)
+		__sync_fetch_and_or(&peer_gate->word, SOCKACCEL_GATE_CLOSING);
+	__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_TCP_PATH | flag);
+	__builtin_memcpy(&ev->key, key, sizeof(ev->key));
+	ev->reason = reason;
+	ev->pad = 0;
+	bpf_ringbuf_submit(ev, 0);
+	count(reason, 1);
+	count(SOCKACCEL_CNT_TCP_PATH_SOCKETS, 1);
+}
+
+/*
+ * Small-write demotion, judged after each redirect into `target`. TCP
+ * appends a small write to the segment its reader has not read yet, so the
+ * reader gets many writes per read() and per wakeup; redirected, each write
+ * is its own message and its own wakeup, which makes such a stream run at
+ * half the speed of TCP on one core. A write counts when it is smaller than
+ * `small_bytes` and the peer still holds unread redirected data (this
+ * message is not queued yet). Request/response traffic never counts: each
+ * side reads the other's message before it answers. Returns 1 when a
+ * window of SOCKACCEL_DEMOTE_WINDOW sends is at least half such writes.
+ */
+static __always_inline int small_writes_window(struct sockaccel_sk_state *st, __u32 size,
+					       struct sock *target, __u32 small_bytes)
+{
+	__u16 sends = st->window_sends + 1;
+	__u16 small = st->window_small;
+	struct sk_psock *psock;
+
+	if (size < small_bytes) {
+		psock = sk_psock_of(target);
+		if (psock && !ingress_empty(psock))
+			small++;
+	}
+	if (sends < SOCKACCEL_DEMOTE_WINDOW) {
+		st->window_sends = sends;
+		st->window_small = small;
+		return 0;
+	}
+	st->window_sends = 0;
+	st->window_small = 0;
+	return small * 2 >= SOCKACCEL_DEMOTE_WINDOW;
+}
+
+/* A sender held on TCP (HELD_BACK) that could not resume for
+ * demote_held_sends sends in a row is demoted: by back-pressure, it keeps
+ * outrunning its reader, and its sends pay for the sockhash for nothing;
+ * for its peer's reader, the reader stays incompatible. */
+static __always_inline void demote_held(struct sk_msg_md *msg, struct sockaccel_sk_state *st)
+{
+	struct sockaccel_key key, peer;
+	int reader = st->flags & SOCKACCEL_SK_HOLD_READER;
+
+	if (key_of_ctx(msg, &key) < 0)
+		return;
+	__builtin_memset(&peer, 0, sizeof(peer));
+	sockaccel_key_peer(&peer, &key);
+	demote(st, &key, bpf_map_lookup_elem(&redir_gate, &peer),
+	       reader ? SOCKACCEL_CNT_DEMOTE_READER : SOCKACCEL_CNT_DEMOTE_BACKPRESSURE,
+	       reader ? SOCKACCEL_SK_DEMOTED_READER : SOCKACCEL_SK_DEMOTED_BACKPRESSURE);
+}
+
 /* The verdict. `kernel_reads` is a constant in each caller, so the basic
  * program has none of the kernel reads that the reader checks, lifting a
  * hold and back-pressure need, and loads on kernels that do not allow them
@@ -685,7 +794,7 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int ker
 	__u32 size = msg->size;
 	__u64 limit, word, *gate;
 	struct sock *target;
-	int reader;
+	int reader, demote_on;
 
 	if (!sk)
 		goto pass;
@@ -701,18 +810,24 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int ker
 	if (!cfg || !(cfg->flags & SOCKACCEL_CFG_REDIRECT))
 		goto mark_tcp_path;
 	limit = kernel_reads ? cfg->max_unread_bytes : 0;
+	demote_on = kernel_reads && (cfg->flags & SOCKACCEL_CFG_DEMOTE);
 	if (st->flags & SOCKACCEL_SK_HELD_BACK) {
 		if (!kernel_reads)
 			goto pass; /* cannot tell when to resume: stay on TCP */
 		/* A limit turned off since the hold lifts it on the same terms. */
-		if (!may_resume(sk, st->peer_sk, limit ? limit : ~0ULL))
+		if (!may_resume(sk, st->peer_sk, limit ? limit : ~0ULL)) {
+			if (demote_on && cfg->demote_held_sends &&
+			    ++st->held_sends >= cfg->demote_held_sends)
+				demote_held(msg, st);
 			goto pass;
+		}
 		/* The reader check below runs again before any redirect. */
 		count(st->flags & SOCKACCEL_SK_HOLD_READER ? SOCKACCEL_CNT_READER_RESUMES
 							  : SOCKACCEL_CNT_BACKPRESSURE_RESUMES,
 		      1);
 		__sync_fetch_and_and(&st->flags,
 				     ~(SOCKACCEL_SK_HELD_BACK | SOCKACCEL_SK_HOLD_READER));
+		st->held_sends = 0;
 	}
 
 	if (key_of_ctx(msg, &key) < 0)
@@ -757,6 +872,7 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int ker
 	if (reader != READER_OK || !(word & SOCKACCEL_GATE_READER_OK)) {
 		if (reader != READER_OK) {
 			st->peer_sk = peer_gate->sk;
+			st->held_sends = 0;
 			__sync_fetch_and_or(&st->flags,
 					    SOCKACCEL_SK_HELD_BACK | SOCKACCEL_SK_HOLD_READER);
 			count(SOCKACCEL_CNT_READER_HOLDS, 1);
@@ -780,13 +896,18 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int ker
 		 * take TCP, whose flow control blocks the sender, until
 		 * may_resume(). Redirected bytes are read before TCP bytes, so
 		 * the switch keeps the order (the ordering rule). */
-		if (limit) {
-			target = redirect_target(msg);
-			if (target && unread_bytes(target) >= limit) {
-				st->peer_sk = (__u64)target;
-				__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_HELD_BACK);
-				count(SOCKACCEL_CNT_BACKPRESSURE_HOLDS, 1);
-			}
+		target = limit || demote_on ? redirect_target(msg) : NULL;
+		if (!target)
+			return SK_PASS;
+		if (limit && unread_bytes(target) >= limit) {
+			st->peer_sk = (__u64)target;
+			st->held_sends = 0;
+			__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_HELD_BACK);
+			count(SOCKACCEL_CNT_BACKPRESSURE_HOLDS, 1);
+		} else if (demote_on && cfg->demote_small_bytes &&
+			   small_writes_window(st, size, target, cfg->demote_small_bytes)) {
+			demote(st, &key, peer_gate, SOCKACCEL_CNT_DEMOTE_SMALL_WRITES,
+			       SOCKACCEL_SK_DEMOTED_SMALL_WRITES);
 		}
 		return SK_PASS;
 	}
@@ -941,7 +1062,6 @@ static __always_inline int drain_visit(struct seq_file *seq, struct sock *sk,
 	struct sockaccel_sk_state *st;
 	struct sockaccel_drain_ctl *dc;
 	struct sockaccel_config *cfg;
-	struct list_head *head;
 	__u32 zero = 0, *listed;
 	__u64 word, *gate;
 	int claim, by_policy, found;
@@ -960,9 +1080,7 @@ static __always_inline int drain_visit(struct seq_file *seq, struct sock *sk,
 		return 0;
 
 	if (psock) {
-		head = (struct list_head *)((void *)psock +
-					    bpf_core_field_offset(struct sk_psock, ingress_msg));
-		if (BPF_CORE_READ(psock, ingress_msg.next) == head)
+		if (ingress_empty(psock))
 			rec->status |= SOCKACCEL_DRAIN_EMPTY;
 		if (bpf_core_field_exists(psock->msg_tot_len)) {
 			rec->pending_bytes = BPF_CORE_READ(psock, msg_tot_len);

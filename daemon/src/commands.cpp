@@ -45,12 +45,23 @@ std::string state_name(const sockaccel_drain_record& r) {
     if (r.status & SOCKACCEL_DRAIN_QUIESCED) return "quiesced";
     if (r.status & SOCKACCEL_DRAIN_CLAIMED) return "draining";
     if (r.status & SOCKACCEL_DRAIN_FLAGS_UNKNOWN) return "unknown";
+    // Demoted: on TCP for good, out of the sockhash once drained.
+    if (r.sk_flags & SOCKACCEL_SK_DEMOTED) return "demoted";
     if (r.sk_flags & SOCKACCEL_SK_TCP_PATH) return "tcp_path";
     // A hold has one of two reasons: the peer's reader (it cannot see
     // redirected data now), or back-pressure (it has too much unread).
     if (r.sk_flags & SOCKACCEL_SK_HOLD_READER) return "held_reader";
     if (r.sk_flags & SOCKACCEL_SK_HELD_BACK) return "held_back";
     return "active";
+}
+
+// Why a socket was demoted (docs/protocol.md, connections), or null.
+json demote_reason(const sockaccel_drain_record& r) {
+    if (r.status & SOCKACCEL_DRAIN_FLAGS_UNKNOWN) return nullptr;
+    if (r.sk_flags & SOCKACCEL_SK_DEMOTED_SMALL_WRITES) return "small_writes";
+    if (r.sk_flags & SOCKACCEL_SK_DEMOTED_BACKPRESSURE) return "backpressure";
+    if (r.sk_flags & SOCKACCEL_SK_DEMOTED_READER) return "reader";
+    return nullptr;
 }
 
 std::string key_bytes(const sockaccel_key& k) {
@@ -122,6 +133,7 @@ nlohmann::json Daemon::status_features(const DataPlaneFeatures& loaded) const {
     out["entry_counter"] = to_string(loaded.entry_counter);
     out["backpressure"] = loaded.backpressure_program;
     out["reader_checks"] = loaded.reader_check_program ? "every_send" : "accepted_side_only";
+    out["demotion"] = loaded.demotion_program;
     return out;
 }
 
@@ -169,6 +181,7 @@ Daemon::Reply Daemon::cmd_status() {
         {"retired", std::move(retired_json)},
         {"counters", counters_to_json(*counters)},
         {"drain", drain_json()},
+        {"demotion", demotion_json()},
         {"features", status_features(f)},
         {"kernel_issues", json::array({eagain_issue_json(kernel_selftest_ ? kernel_selftest_->detected : std::nullopt)})},
         {"config", config_to_json(config_)},
@@ -204,6 +217,7 @@ Daemon::Reply Daemon::cmd_connections(const json& args) {
         std::uint64_t cookie;
         std::string state;
         json unread;  // redirected bytes queued unread; null if the kernel does not say
+        json demoted = nullptr;  // the reason, if the data plane demoted it
     };
     std::vector<Item> items;
     auto scan = dataplane_->drain_pass(SOCKACCEL_DRAIN_SCAN, {});
@@ -211,7 +225,8 @@ Daemon::Reply Daemon::cmd_connections(const json& args) {
     for (const auto& r : *scan)
         items.push_back({r.key, r.cookie, state_name(r),
                          (r.status & SOCKACCEL_DRAIN_BYTES_KNOWN) ? json(r.pending_bytes)
-                                                                  : json(nullptr)});
+                                                                  : json(nullptr),
+                         demote_reason(r)});
     if (!dataplane_->drain_walk().complete) {
         auto entries = dataplane_->count_entries();
         if (!entries) return tl::unexpected(kernel_error(entries.error()));
@@ -254,6 +269,8 @@ Daemon::Reply Daemon::cmd_connections(const json& args) {
             {"peer_cookie", p != by_key.end() ? json(p->second->cookie) : json(nullptr)},
             {"state", it.state},
             {"peer_state", p != by_key.end() ? json(p->second->state) : json(nullptr)},
+            {"demoted", it.demoted},
+            {"peer_demoted", p != by_key.end() ? p->second->demoted : json(nullptr)},
             {"unread_bytes", it.unread},
             {"peer_unread_bytes", p != by_key.end() ? p->second->unread : json(nullptr)},
         });
@@ -448,6 +465,12 @@ Daemon::Reply Daemon::cmd_reload() {
     const auto limit = max_unread_bytes(next.redirect);
     check(next.redirect.max_unread_bytes != config_.redirect.max_unread_bytes,
           "redirect.max_unread_bytes", true);
+    check(next.redirect.demote != config_.redirect.demote, "redirect.demote", true);
+    check(next.redirect.demote_small_write_bytes != config_.redirect.demote_small_write_bytes,
+          "redirect.demote_small_write_bytes", true);
+    check(next.redirect.demote_held_sends != config_.redirect.demote_held_sends,
+          "redirect.demote_held_sends", true);
+    const bool demote_changed = demote_settings(next.redirect) != demote_settings(config_.redirect);
     check(next.cgroup != config_.cgroup, "cgroup", false);
     // The file's policy replaces one set at run time (policy-set), even if
     // the file did not change: the file is what a reload re-reads. It is
@@ -476,8 +499,8 @@ Daemon::Reply Daemon::cmd_reload() {
     if (!in_kernel) return tl::unexpected(kernel_error(in_kernel.error()));
     if (policy)
         if (auto r = apply_policy(*policy); !r) return tl::unexpected(kernel_error(r.error()));
-    if (limit != *in_kernel) {
-        if (auto r = dataplane_->set_max_unread_bytes(limit); !r) {
+    if (limit != *in_kernel || demote_changed) {
+        if (auto r = dataplane_->set_redirect(limit, demote_settings(next.redirect)); !r) {
             // Put the running policy back, so the reload changes nothing.
             if (auto old = encode_for_kernel(config_.policy); policy && old)
                 if (auto back = apply_policy(*old); !back)
@@ -486,7 +509,8 @@ Daemon::Reply Daemon::cmd_reload() {
             return tl::unexpected(kernel_error(r.error()));
         }
         // "auto" both times, but tcp_rmem changed: applied all the same.
-        if (next.redirect.max_unread_bytes == config_.redirect.max_unread_bytes)
+        if (limit != *in_kernel &&
+            next.redirect.max_unread_bytes == config_.redirect.max_unread_bytes)
             applied.push_back("redirect.max_unread_bytes");
     }
     // Keys that need a restart keep their running values, so status shows

@@ -75,6 +75,13 @@ public:
         out = static_cast<T>(it->get<std::int64_t>());
     }
 
+    void boolean(const json& obj, std::string_view prefix, std::string_view key, bool& out) {
+        auto it = obj.find(std::string(key));
+        if (it == obj.end()) return;
+        if (!it->is_boolean()) return fail(join(prefix, key), "must be true or false");
+        out = it->get<bool>();
+    }
+
     const json* object(const json& obj, std::string_view key) {
         auto it = obj.find(std::string(key));
         if (it == obj.end()) return nullptr;
@@ -152,7 +159,16 @@ tl::expected<Config, std::string> parse_config(std::string_view text, std::strin
             p.fail("drain.backend", "must be one of auto, sockhash, task_file, tcp");
     }
     if (const json* redirect = p.object(doc, "redirect")) {
-        p.check_keys(*redirect, "redirect", std::array<std::string_view, 1>{"max_unread_bytes"});
+        p.check_keys(*redirect, "redirect",
+                     std::array<std::string_view, 4>{"max_unread_bytes", "demote",
+                                                     "demote_small_write_bytes",
+                                                     "demote_held_sends"});
+        p.boolean(*redirect, "redirect", "demote", cfg.redirect.demote);
+        p.integer(*redirect, "redirect", "demote_small_write_bytes",
+                  cfg.redirect.demote_small_write_bytes, 1, kMaxDemoteSmallWriteBytes,
+                  /*zero_ok=*/true);
+        p.integer(*redirect, "redirect", "demote_held_sends", cfg.redirect.demote_held_sends, 1,
+                  kMaxDemoteHeldSends, /*zero_ok=*/true);
         auto it = redirect->find("max_unread_bytes");
         if (it != redirect->end() && !(it->is_string() && *it == "auto")) {
             if (it->is_string())
@@ -220,7 +236,10 @@ nlohmann::json config_to_json(const Config& c) {
           {"backend", c.drain.backend ? std::string(to_string(*c.drain.backend)) : "auto"}}},
         {"redirect",
          {{"max_unread_bytes", c.redirect.max_unread_bytes ? json(*c.redirect.max_unread_bytes)
-                                                           : json("auto")}}},
+                                                           : json("auto")},
+          {"demote", c.redirect.demote},
+          {"demote_small_write_bytes", c.redirect.demote_small_write_bytes},
+          {"demote_held_sends", c.redirect.demote_held_sends}}},
         {"policy", policy_to_json(c.policy)},
         {"metrics", {{"listen", c.metrics.listen}}},
     };

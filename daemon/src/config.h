@@ -30,6 +30,10 @@ inline constexpr std::uint32_t kDefaultMapSize = 65536;
 inline constexpr std::uint32_t kMaxMapSize = 1u << 24;
 inline constexpr std::uint64_t kMinMaxUnreadBytes = 64u << 10;
 inline constexpr std::uint64_t kMaxMaxUnreadBytes = 1ull << 34;
+inline constexpr std::uint32_t kDefaultDemoteSmallWriteBytes = 8192;
+inline constexpr std::uint32_t kMaxDemoteSmallWriteBytes = 1u << 20;
+inline constexpr std::uint32_t kDefaultDemoteHeldSends = 4096;
+inline constexpr std::uint32_t kMaxDemoteHeldSends = 1u << 30;
 
 struct ControlConfig {
     std::string socket = kDefaultControlSocket;  // Unix socket path
@@ -56,6 +60,17 @@ struct RedirectConfig {
     // buffer (net.ipv4.tcp_rmem max), so a reader that stops holds about
     // what TCP would have let it hold. Applied live by reload.
     std::optional<std::uint64_t> max_unread_bytes;
+    // Demotion: a connection that runs slower redirected than on TCP goes
+    // back to TCP for good, losslessly (docs/architecture.md,
+    // "Demotion"). Applied live by reload.
+    bool demote = true;
+    // A redirected write smaller than this into a peer that has not read
+    // the previous one is a small write; a stream of them is demoted.
+    // 0 = never for this reason.
+    std::uint32_t demote_small_write_bytes = kDefaultDemoteSmallWriteBytes;
+    // A sender held on TCP (back-pressure, or its peer's reader) for this
+    // many sends in a row is demoted. 0 = never for this reason.
+    std::uint32_t demote_held_sends = kDefaultDemoteHeldSends;
 };
 
 struct MetricsConfig {

@@ -25,6 +25,21 @@ std::uint64_t Daemon::max_unread_bytes(const RedirectConfig& redirect) {
     return tcp_rmem_max().value_or(kFallback);
 }
 
+DemoteSettings Daemon::demote_settings(const RedirectConfig& redirect) const {
+    return {redirect.demote && !demote_events_failed_, redirect.demote_small_write_bytes,
+            redirect.demote_held_sends};
+}
+
+nlohmann::json Daemon::demotion_json() const {
+    const auto& r = config_.redirect;
+    return {{"enabled", demote_settings(r).enabled && dataplane_->features().demotion_program},
+            {"small_write_bytes", r.demote_small_write_bytes},
+            {"held_sends", r.demote_held_sends},
+            {"pairs", drain_->demoted_pairs()},
+            {"removed", drain_->demoted_removed()},
+            {"demoting", drain_->demoting()}};
+}
+
 // The control server's handler: the daemon's own handle(), plus the
 // notifications that belong to a command. Kept out of commands.cpp so the
 // commands stay about the data plane; the supervisor hears the same thing
@@ -133,8 +148,28 @@ void Daemon::start() {
     watch_policy_cgroups(*policy);
     dataplane_ = DataPlane::start({*cgroup, config_.pin_dir, config_.map_size,
                                    max_unread_bytes(config_.redirect), features_,
-                                   drain_backends_, std::move(*policy)});
+                                   drain_backends_, std::move(*policy),
+                                   demote_settings(config_.redirect)});
     drain_ = std::make_unique<DrainScheduler>(io_, *dataplane_, [this] { notify_status(); });
+    if (dataplane_->features().demotion_program) {
+        demote_events_ = std::make_unique<RingBufferReader>(
+            io_, "demote events", [this](const void* data, std::size_t size) {
+                if (size < sizeof(sockaccel_demote_event)) return;
+                drain_->demote(static_cast<const sockaccel_demote_event*>(data)->key);
+            });
+        // Without it, a demoted pair would stay in the sockhash on TCP
+        // (it is marked before the record is sent): slower, never unsafe.
+        // So demotion is turned off instead.
+        if (auto r = demote_events_->start(dataplane_->demote_events_fd()); !r) {
+            spdlog::warn("{}; demotion is off", r.error().message());
+            demote_events_failed_ = true;
+            demote_events_.reset();
+            if (auto off = dataplane_->set_redirect(max_unread_bytes(config_.redirect),
+                                                    demote_settings(config_.redirect));
+                !off)
+                spdlog::warn("turning demotion off: {}", off.error().message());
+        }
+    }
     reader_events_ = std::make_unique<ReaderEventLog>(io_, cgroup_root_);
     if (auto r = reader_events_->start(dataplane_->reader_events_fd()); !r)
         spdlog::warn("{}; reader checks are counted but not logged", r.error().message());
@@ -174,6 +209,12 @@ void Daemon::start() {
                      "unread bytes{}",
                      max_unread_bytes(config_.redirect),
                      max_unread_bytes(config_.redirect) == 0 ? " (0: off)" : "");
+    if (const auto d = demote_settings(config_.redirect);
+        d.enabled && dataplane_->features().demotion_program)
+        spdlog::info("demotion: back to TCP for good: streams of writes under {} B into unread "
+                     "data{}, and senders held on TCP for {} sends in a row{}",
+                     d.small_write_bytes, d.small_write_bytes == 0 ? " (0: off)" : "",
+                     d.held_sends, d.held_sends == 0 ? " (0: off)" : "");
     // A previous run may have stopped mid-drain: its claimed sockets never
     // redirect again, so finish removing them.
     if (info.adopted) drain_->ensure_background();
@@ -345,6 +386,8 @@ std::string Daemon::metrics_text() const {
     s.drain_pending_bytes = drain_->last().pending_bytes;
     s.drain_flushed_total = drain_->flushed_total();
     s.drain_unreached_sockets = drain_->last().unreached;
+    s.demoted_removed = drain_->demoted_removed();
+    s.demoting = drain_->demoting();
     s.drain_backend = std::string(to_string(dataplane_->drain_walk().backend));
     const auto& p = config_.policy;
     for (const auto* r : {&p.include, &p.exclude})

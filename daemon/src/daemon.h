@@ -44,6 +44,7 @@
 #include "kernel_selftest.h"
 #include "notify.h"
 #include "reader_events.h"
+#include "ring_buffer.h"
 #include "system.h"
 
 namespace sockaccel {
@@ -118,6 +119,10 @@ private:
     // The back-pressure limit in bytes that `redirect` asks for ("auto"
     // resolved against this host's TCP receive buffer limit).
     static std::uint64_t max_unread_bytes(const RedirectConfig& redirect);
+    // What the kernel is to apply: off without the demote_events reader,
+    // which is what takes demoted pairs out of the sockhash.
+    DemoteSettings demote_settings(const RedirectConfig& redirect) const;
+    nlohmann::json demotion_json() const;
     nlohmann::json drain_json() const;
 
     std::string config_path_;
@@ -141,6 +146,8 @@ private:
     std::unique_ptr<MetricsServer> metrics_;  // only with metrics.listen
     std::unique_ptr<CgroupWatch> cgroup_watch_;
     std::unique_ptr<ReaderEventLog> reader_events_;
+    std::unique_ptr<RingBufferReader> demote_events_;  // with features().demotion_program
+    bool demote_events_failed_ = false;
     std::vector<std::string> pending_cgroups_;  // of the policy in force
     Clock::time_point started_at_;
     // The EAGAIN self-test's outcome, reported in status kernel_issues (an

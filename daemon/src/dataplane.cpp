@@ -10,6 +10,7 @@
 #include <bpf/libbpf.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdarg>
 #include <cstddef>
 #include <cstdio>
@@ -32,6 +33,10 @@ constexpr const char* kPinSkState = "sk_state";
 constexpr const char* kPinConfig = "config";
 constexpr const char* kPinCounters = "counters";
 constexpr const char* kPinRedirGate = "redir_gate";
+constexpr const char* kPinDemoteEvents = "demote_events";
+// Every map pin (map_pins() pairs them with the skeleton's maps).
+constexpr std::array<const char*, 6> kMapPinNames = {
+    kPinSockHash, kPinSkState, kPinConfig, kPinCounters, kPinRedirGate, kPinDemoteEvents};
 constexpr const char* kPinSockopsLink = "sockops_link";
 // Subdirectories of the pin directory holding retired state of another ABI
 // version: retired_abi<N>_<unix seconds>.
@@ -378,6 +383,7 @@ void DataPlane::open_and_load(const DataPlaneOptions& options) {
     verdict_ = kernel_reads ? skel_->progs.sockaccel_redirect : skel_->progs.sockaccel_redirect_basic;
     features_.backpressure_program = options.features.backpressure();
     features_.reader_check_program = kernel_reads;
+    features_.demotion_program = kernel_reads;
     info_.sk_msg_prog_id = prog_id(bpf_program__fd(verdict_));
 }
 
@@ -388,6 +394,7 @@ std::vector<DataPlane::MapPin> DataPlane::map_pins() const {
         {skel_->maps.config, kPinConfig},
         {skel_->maps.counters, kPinCounters},
         {skel_->maps.redir_gate, kPinRedirGate},
+        {skel_->maps.demote_events, kPinDemoteEvents},
     };
 }
 
@@ -424,9 +431,8 @@ void DataPlane::adopt_or_reset_pins() {
         left = n ? std::optional<std::uint64_t>(*n) : std::nullopt;
     }
     if (left && *left == 0) {
-        for (const char* name :
-             {kPinSockopsLink, kPinSockHash, kPinSkState, kPinConfig, kPinCounters, kPinRedirGate})
-            ::unlink(pin_path(name).c_str());
+        ::unlink(pin_path(kPinSockopsLink).c_str());
+        for (const char* name : kMapPinNames) ::unlink(pin_path(name).c_str());
         return;
     }
     // Otherwise it is retired, which needs switching it off first through
@@ -550,6 +556,7 @@ void DataPlane::attach(const DataPlaneOptions& options) {
     cfg.flags = SOCKACCEL_CFG_INSERT | SOCKACCEL_CFG_REDIRECT;
     cfg.max_unread_bytes = options.max_unread_bytes;
     cfg.policy = options.policy.flags;
+    apply_demote(cfg, options.demote);
     __u32 zero = 0;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.config), &zero, &cfg, BPF_ANY) != 0)
         throw_bpf_error("write config map", errno);
@@ -695,6 +702,7 @@ Result<void> delete_keys_except(int fd, const std::function<bool(const Key&)>& k
 }  // namespace
 
 int DataPlane::reader_events_fd() const { return bpf_map__fd(skel_->maps.reader_events); }
+int DataPlane::demote_events_fd() const { return bpf_map__fd(skel_->maps.demote_events); }
 
 Result<void> DataPlane::set_policy(const EncodedPolicy& policy) {
     if (auto r = write_policy_entries(policy); !r) return r;
@@ -718,8 +726,21 @@ Result<void> DataPlane::set_policy(const EncodedPolicy& policy) {
                                      "policy_cgroups");
 }
 
-Result<void> DataPlane::set_max_unread_bytes(std::uint64_t limit) {
-    return update_config([limit](sockaccel_config& cfg) { cfg.max_unread_bytes = limit; });
+
+void DataPlane::apply_demote(sockaccel_config& cfg, const DemoteSettings& demote) const {
+    if (demote.enabled && features_.demotion_program)
+        cfg.flags |= SOCKACCEL_CFG_DEMOTE;
+    else
+        cfg.flags &= ~static_cast<__u32>(SOCKACCEL_CFG_DEMOTE);
+    cfg.demote_small_bytes = demote.small_write_bytes;
+    cfg.demote_held_sends = demote.held_sends;
+}
+
+Result<void> DataPlane::set_redirect(std::uint64_t limit, const DemoteSettings& demote) {
+    return update_config([&](sockaccel_config& cfg) {
+        cfg.max_unread_bytes = limit;
+        apply_demote(cfg, demote);
+    });
 }
 
 Result<CounterValues> DataPlane::read_counters() const {
@@ -997,8 +1018,7 @@ Result<StopOutcome> DataPlane::stop() {
     }
     bpf_prog_detach2(bpf_program__fd(verdict_),
                      bpf_map__fd(skel_->maps.sock_hash), BPF_SK_MSG_VERDICT);
-    for (const char* name : {kPinSockHash, kPinSkState, kPinConfig, kPinCounters, kPinRedirGate})
-        ::unlink(pin_path(name).c_str());
+    for (const char* name : kMapPinNames) ::unlink(pin_path(name).c_str());
     // Fails, and so keeps the directory, while retired state is left in it.
     ::rmdir(info_.pin_dir.c_str());
     return outcome;

@@ -53,6 +53,15 @@ struct BpfLinkDeleter {
 };
 using BpfLinkPtr = std::unique_ptr<struct ::bpf_link, BpfLinkDeleter>;
 
+// Demotion as the config map holds it (SOCKACCEL_CFG_DEMOTE and
+// sockaccel_config.demote_*).
+struct DemoteSettings {
+    bool enabled = false;
+    std::uint32_t small_write_bytes = 0;  // 0 = no small-write demotion
+    std::uint32_t held_sends = 0;         // 0 = no demotion of held senders
+    bool operator==(const DemoteSettings&) const = default;
+};
+
 struct DataPlaneOptions {
     std::string cgroup_path;  // resolved cgroup v2 directory
     std::string pin_dir;      // on bpffs, created by prepare_pin_dir()
@@ -63,6 +72,7 @@ struct DataPlaneOptions {
     // whose programs load is used. Never empty.
     std::vector<DrainBackend> drain_backends;
     EncodedPolicy policy;                // in the maps before anything attaches
+    DemoteSettings demote;               // applied where the program can (features)
 };
 
 // What `status` reports about the attachment.
@@ -93,6 +103,8 @@ struct DataPlaneFeatures {
     // sockaccel_redirect, not _basic: a sender checks its peer's reader
     // itself on every send (_basic waits for the peer's own check).
     bool reader_check_program = false;
+    // sockaccel_redirect as well: demotion needs its reads of the peer.
+    bool demotion_program = false;
 };
 
 struct SocketEntry {
@@ -156,10 +168,13 @@ public:
     // Run-time behaviour: enum sockaccel_config_flag bits in the config map.
     [[nodiscard]] Result<std::uint32_t> flags() const;
     [[nodiscard]] Result<void> set_flags(std::uint32_t flags);
-    // Back-pressure limit (sockaccel_config.max_unread_bytes), applied to
-    // the next send of every socket. The getter reads what the kernel has.
+    // Back-pressure limit (sockaccel_config.max_unread_bytes) as the
+    // kernel has it.
     [[nodiscard]] Result<std::uint64_t> max_unread_bytes() const;
-    [[nodiscard]] Result<void> set_max_unread_bytes(std::uint64_t limit);
+    // The back-pressure limit and demotion, in one write, applied to the
+    // next send of every socket. Enabling demotion is ignored where
+    // features().demotion_program is false.
+    [[nodiscard]] Result<void> set_redirect(std::uint64_t limit, const DemoteSettings& demote);
 
     // Replaces the policy (policy.h) for new connections: the new entries
     // are written, then the summary flags in the config map, then stale
@@ -172,6 +187,9 @@ public:
 
     // The reader_events ring buffer (struct sockaccel_reader_event).
     int reader_events_fd() const;
+    // The demote_events ring buffer (struct sockaccel_demote_event). Pinned,
+    // so the programs of adopted sockets and this daemon share it.
+    int demote_events_fd() const;
 
     // Number of sockets in the sockhash, by features().entry_counter.
     [[nodiscard]] Result<std::uint64_t> count_entries() const;
@@ -228,6 +246,7 @@ private:
     [[nodiscard]] Result<UniqueFd> create_sockops_link();
     std::string pin_path(const char* name) const;
     [[nodiscard]] Result<void> update_config(const std::function<void(sockaccel_config&)>& change);
+    void apply_demote(sockaccel_config& cfg, const DemoteSettings& demote) const;
     [[nodiscard]] Result<void> write_policy_entries(const EncodedPolicy& policy);
     // The iterator link of `prog`, attached on first use into `link` (a
     // link is a template; each bpf_iter_create() on it is one independent

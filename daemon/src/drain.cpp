@@ -123,9 +123,16 @@ Result<DrainReport> Drain::claim(bool outside_policy_only) {
     return report;
 }
 
+void Drain::request(const SocketEntry& socket) {
+    requested_.emplace(socket.cookie, socket.key);
+    demoting_.emplace(socket.cookie, socket.key);
+}
+
 Result<DrainReport> Drain::pass(bool force) {
     std::vector<std::pair<std::uint64_t, std::uint32_t>> listed;
     for (const auto& [cookie, u] : unreached_) listed.emplace_back(cookie, u.claim);
+    for (const auto& [cookie, key] : requested_)
+        if (!unreached_.count(cookie)) listed.emplace_back(cookie, SOCKACCEL_DRAIN_LIST_CLAIM);
     auto scan = dataplane_.drain_pass(listed.empty() ? SOCKACCEL_DRAIN_SCAN
                                                      : SOCKACCEL_DRAIN_CLAIM_LISTED,
                                       {}, listed);
@@ -135,15 +142,26 @@ Result<DrainReport> Drain::pass(bool force) {
     // claim, left alone because the policy allows them), and are judged like
     // any other socket from here on. Those still unreached are kept only
     // while the sockhash still holds them.
-    if (!unreached_.empty()) {
-        std::unordered_set<std::uint64_t> seen;
+    std::unordered_set<std::uint64_t> seen;
+    if (!unreached_.empty() || !requested_.empty() || !demoting_.empty())
         for (const auto& r : *scan) seen.insert(r.cookie);
+    // Still in the sockhash under the same key, as this cookie?
+    auto still_there = [this](std::uint64_t cookie, const sockaccel_key& key) {
+        auto found = dataplane_.lookup(key);
+        return !found || (found->has_value() && **found == cookie);
+    };
+    // Requested sockets this walk did not reach wait like the unreached
+    // sockets of a claim; those no longer in the map are gone (closed).
+    for (const auto& [cookie, key] : requested_)
+        if (!seen.count(cookie) && still_there(cookie, key))
+            unreached_.try_emplace(cookie, Unreached{key, SOCKACCEL_DRAIN_LIST_CLAIM});
+    requested_.clear();
+    for (auto it = demoting_.begin(); it != demoting_.end();)
+        it = seen.count(it->first) || still_there(it->first, it->second) ? std::next(it)
+                                                                         : demoting_.erase(it);
+    if (!unreached_.empty()) {
         for (auto it = unreached_.begin(); it != unreached_.end();) {
-            bool keep = !seen.count(it->first);
-            if (keep) {
-                auto found = dataplane_.lookup(it->second.key);
-                keep = !found || (found->has_value() && **found == it->first);
-            }
+            const bool keep = !seen.count(it->first) && still_there(it->first, it->second.key);
             it = keep ? std::next(it) : unreached_.erase(it);
         }
     }
@@ -161,6 +179,7 @@ Result<DrainReport> Drain::pass(bool force) {
     for (const auto& r : after) {
         if (r.status & SOCKACCEL_DRAIN_DELETED) {
             ++report.flushed;
+            if (demoting_.erase(r.cookie)) ++report.demoted;
             if (!(r.status & SOCKACCEL_DRAIN_EMPTY)) {
                 ++report.dropped_sockets;
                 report.dropped_bytes += r.pending_bytes;

@@ -47,6 +47,7 @@ struct DrainReport {
     bool pending_bytes_exact = true;  // false if the kernel cannot tell (6.1) or unreached > 0
     std::uint64_t dropped_sockets = 0;  // --force only: removed with unread data
     std::uint64_t dropped_bytes = 0;    // --force only: the bytes they held
+    std::uint64_t demoted = 0;          // of `flushed`, sockets request()ed (demotions)
 };
 
 // Remembers since when a peer key has been missing from the sockhash.
@@ -88,6 +89,17 @@ public:
     // still pending afterwards.
     [[nodiscard]] Result<DrainReport> pass(bool force);
 
+    // Demotion: the sockets of a pair the data plane demoted (the
+    // demote_events ring buffer). The next pass claims them (the walk that
+    // reaches them; one that cannot is like an unreached socket of a
+    // claim), and they go like any claimed socket. Their removals are
+    // counted in DrainReport::demoted.
+    void request(const SocketEntry& socket);
+    // Requested sockets the next pass has to claim.
+    bool has_requests() const { return !requested_.empty(); }
+    // Requested sockets claimed and not removed yet.
+    std::size_t demoting() const { return demoting_.size(); }
+
     // Claimed sockets are still in the sockhash (known after a pass).
     bool pending() const { return last_.pending > 0; }
     const DrainReport& last() const { return last_; }
@@ -104,6 +116,8 @@ private:
     DataPlane& dataplane_;
     AbsenceClock absent_;
     std::map<std::uint64_t, Unreached> unreached_;  // by cookie
+    std::map<std::uint64_t, sockaccel_key> requested_;  // by cookie, until a pass claims them
+    std::map<std::uint64_t, sockaccel_key> demoting_;   // by cookie, until removed or gone
     DrainReport last_;
 };
 

@@ -4,6 +4,7 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -11,6 +12,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
+
+#include "sockaccel/key.h"
 
 namespace sockaccel {
 
@@ -35,7 +38,7 @@ awaitable<void> sleep_for(asio::steady_timer& timer, Clock::duration d) {
 
 DrainScheduler::DrainScheduler(asio::io_context& io, DataPlane& dataplane,
                                std::function<void()> on_change)
-    : io_(io), drain_(dataplane), on_change_(std::move(on_change)) {}
+    : io_(io), dataplane_(dataplane), drain_(dataplane), on_change_(std::move(on_change)) {}
 
 awaitable<Result<DrainReport>> DrainScheduler::run(Claim claim, bool force,
                                                    std::chrono::milliseconds wait) {
@@ -45,6 +48,7 @@ awaitable<Result<DrainReport>> DrainScheduler::run(Claim claim, bool force,
     // Whatever was flushed before an error still counts.
     auto fail = [&](const SysError& e) {
         flushed_total_ += total.flushed;
+        demoted_removed_ += total.demoted;
         if (total.pending > 0 || drain_.pending()) ensure_background();
         return tl::unexpected(e);
     };
@@ -70,6 +74,7 @@ awaitable<Result<DrainReport>> DrainScheduler::run(Claim claim, bool force,
         total.pending_bytes_exact = r.pending_bytes_exact;
         total.dropped_sockets += r.dropped_sockets;
         total.dropped_bytes += r.dropped_bytes;
+        total.demoted += r.demoted;
     };
     for (;;) {
         auto r = drain_.pass(false);
@@ -93,12 +98,47 @@ awaitable<Result<DrainReport>> DrainScheduler::run(Claim claim, bool force,
                          total.dropped_sockets, total.dropped_bytes);
     }
     flushed_total_ += total.flushed;
-    if (total.pending > 0) ensure_background();
+    demoted_removed_ += total.demoted;
+    if (total.pending > 0 || drain_.has_requests()) ensure_background();
     // A walk of many sockets leaves megabytes of freed records in malloc's
     // arenas (about 20 MiB after 100,000 sockets), which glibc keeps: give
     // them back, as a long-running daemon should.
     ::malloc_trim(0);
     co_return total;
+}
+
+void DrainScheduler::demote(const sockaccel_key& key) {
+    if (stopped_) return;
+    sockaccel_key peer;
+    std::memset(&peer, 0, sizeof(peer));
+    sockaccel_key_peer(&peer, &key);
+    bool any = false;
+    for (const auto& k : {key, peer}) {
+        auto cookie = dataplane_.lookup(k);
+        if (!cookie) {
+            spdlog::warn("demotion: {}; the socket stays on TCP in the sockhash",
+                         cookie.error().message());
+            continue;
+        }
+        // Not in the map: closed already, or its peer was never inserted.
+        if (!cookie->has_value()) continue;
+        drain_.request({k, **cookie});
+        any = true;
+    }
+    if (!any) return;
+    ++demoted_pairs_;
+    ensure_background();
+}
+
+void DrainScheduler::absorb_background(const DrainReport& pass) {
+    flushed_total_ += pass.flushed;
+    demoted_removed_ += pass.demoted;
+    if (pass.flushed > pass.demoted)
+        spdlog::info("drain: removed {} socket(s); {} pending", pass.flushed - pass.demoted,
+                     pass.pending);
+    if (pass.demoted)
+        spdlog::debug("demotion: {} socket(s) back on plain TCP; {} demoting", pass.demoted,
+                      drain_.demoting());
 }
 
 void DrainScheduler::ensure_background() {
@@ -126,10 +166,9 @@ awaitable<void> DrainScheduler::background() {
         if (!r) {
             spdlog::warn("background drain: {}; retrying", r.error().message());
         } else {
-            flushed_total_ += r->flushed;
-            if (r->flushed)
-                spdlog::info("drain: removed {} socket(s); {} pending", r->flushed, r->pending);
-            if (r->pending == 0) break;
+            absorb_background(*r);
+            // Demotions requested during the pass are claimed by the next.
+            if (r->pending == 0 && !drain_.has_requests()) break;
             step = background_step(*r);
         }
         co_await sleep_for(timer, step);

@@ -49,6 +49,11 @@ public:
     // Starts the background drain if it is not running and not stopped.
     void ensure_background();
 
+    // The data plane demoted the socket keyed `key` (a demote_events
+    // record): it and its peer leave the sockhash through the background
+    // drain. Ignored once stopped (the stop sequence drains everything).
+    void demote(const sockaccel_key& key);
+
     // No background passes from now on (the stop sequence); run() still
     // works.
     void stop() { stopped_ = true; }
@@ -57,6 +62,11 @@ public:
     // The last pass's view: what is pending now.
     const DrainReport& last() const { return drain_.last(); }
     std::uint64_t flushed_total() const { return flushed_total_; }
+    // Demotion: pairs requested, sockets removed so far, and sockets
+    // requested and still in the sockhash.
+    std::uint64_t demoted_pairs() const { return demoted_pairs_; }
+    std::uint64_t demoted_removed() const { return demoted_removed_; }
+    std::size_t demoting() const { return drain_.demoting(); }
 
 private:
     boost::asio::awaitable<void> background();
@@ -67,10 +77,15 @@ private:
     // looking for them.
     std::chrono::milliseconds background_step(const DrainReport& pass);
 
+    void absorb_background(const DrainReport& pass);
+
     boost::asio::io_context& io_;
+    DataPlane& dataplane_;
     Drain drain_;
     std::function<void()> on_change_;
     std::uint64_t flushed_total_ = 0;
+    std::uint64_t demoted_pairs_ = 0;
+    std::uint64_t demoted_removed_ = 0;
     std::chrono::milliseconds unreached_step_{0};
     bool background_running_ = false;
     bool stopped_ = false;

@@ -15,10 +15,13 @@ namespace {
 
 // One Prometheus counter per data-plane counter, in enum order (the
 // static_assert below keeps the table complete). Names are Prometheus-style
-// (what is counted, in base units, `_total`), not the protocol's.
+// (what is counted, in base units, `_total`), not the protocol's. Counters
+// that are one quantity by reason share a name, with the reason as the
+// `reason` label (the first entry's help text is the family's).
 struct CounterMetric {
     const char* name;
     const char* help;
+    const char* reason = nullptr;
 };
 constexpr std::array<CounterMetric, SOCKACCEL_CNT__MAX> kCounterMetrics = {{
     {"sockaccel_sockets_added_total", "Sockets inserted into the sockhash."},
@@ -57,6 +60,13 @@ constexpr std::array<CounterMetric, SOCKACCEL_CNT__MAX> kCounterMetrics = {{
      "Sends that took TCP because the peer's reader was not yet known compatible."},
     {"sockaccel_reader_resumes_total",
      "Times a sender held for its peer's reader went back to redirecting."},
+    {"sockaccel_demoted_sockets_total",
+     "Sockets whose connection ran slower redirected and went back to TCP for good, by reason.",
+     "small_writes"},
+    {"sockaccel_demoted_sockets_total", "", "backpressure"},
+    {"sockaccel_demoted_sockets_total", "", "reader"},
+    {"sockaccel_demotions_deferred_total",
+     "Demotions put off because the daemon's event ring buffer was full."},
 }};
 
 prometheus::MetricFamily family(std::string name, std::string help, prometheus::MetricType type,
@@ -111,10 +121,25 @@ std::string render_metrics(const MetricsSnapshot& s) {
                               MetricType::Counter, static_cast<double>(s.drain_flushed_total)));
     families.push_back(gauge("sockaccel_policy_rules", "Rules in the acceleration policy in force.",
                              s.policy_rules));
+    families.push_back(family("sockaccel_demoted_removed_sockets_total",
+                              "Demoted sockets this daemon process took out of the sockhash.",
+                              MetricType::Counter, static_cast<double>(s.demoted_removed)));
+    families.push_back(gauge("sockaccel_demoting_sockets",
+                             "Demoted sockets still in the sockhash, waiting for the drain.",
+                             s.demoting));
     if (s.counters)
-        for (std::size_t i = 0; i < kCounterMetrics.size(); ++i)
-            families.push_back(family(kCounterMetrics[i].name, kCounterMetrics[i].help,
-                                      MetricType::Counter, static_cast<double>((*s.counters)[i])));
+        for (std::size_t i = 0; i < kCounterMetrics.size(); ++i) {
+            const auto& m = kCounterMetrics[i];
+            auto f = family(m.name, m.help, MetricType::Counter,
+                            static_cast<double>((*s.counters)[i]),
+                            m.reason ? std::vector<prometheus::ClientMetric::Label>{{"reason", m.reason}}
+                                     : std::vector<prometheus::ClientMetric::Label>{});
+            // The next reason of the family before it: one family, one HELP.
+            if (i > 0 && m.reason && families.back().name == m.name)
+                families.back().metric.push_back(std::move(f.metric.front()));
+            else
+                families.push_back(std::move(f));
+        }
     return prometheus::TextSerializer().Serialize(families);
 }
 

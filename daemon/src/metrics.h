@@ -37,6 +37,8 @@ struct MetricsSnapshot {
     std::uint64_t drain_unreached_sockets = 0;  // pending sockets no walk reaches
     std::string drain_backend;                  // drain_backend.h name
     std::uint64_t policy_rules = 0;
+    std::uint64_t demoted_removed = 0;  // demoted sockets taken out of the sockhash
+    std::uint64_t demoting = 0;         // demoted sockets still in it
 };
 
 // The exposition text, ending in "\n".

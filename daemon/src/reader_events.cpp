@@ -4,8 +4,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <bpf/libbpf.h>
-
 #include <cerrno>
 #include <filesystem>
 #include <system_error>
@@ -33,50 +31,22 @@ const char* reason_text(std::uint32_t reason) {
 }  // namespace
 
 ReaderEventLog::ReaderEventLog(boost::asio::io_context& io, std::string cgroup_root)
-    : fd_(io), root_(std::move(cgroup_root)) {}
+    : reader_(io, "reader events",
+              [this](const void* data, std::size_t size) { on_event(data, size); }),
+      root_(std::move(cgroup_root)) {}
 
-ReaderEventLog::~ReaderEventLog() {
-    // The descriptor belongs to the ring buffer (its epoll fd).
-    if (fd_.is_open()) fd_.release();
-    if (rb_) ring_buffer__free(rb_);
-}
-
-Result<void> ReaderEventLog::start(int map_fd) {
-    rb_ = ring_buffer__new(map_fd, &ReaderEventLog::on_event, this, nullptr);
-    if (!rb_) return errno_error("open the reader_events ring buffer");
-    fd_.assign(ring_buffer__epoll_fd(rb_));
-    wait();
-    return {};
-}
-
-void ReaderEventLog::wait() {
-    fd_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                   [this](boost::system::error_code ec) {
-                       if (ec == boost::asio::error::operation_aborted) return;
-                       if (ec) {
-                           spdlog::error("reader events: {}", ec.message());
-                           return;
-                       }
-                       if (ring_buffer__consume(rb_) < 0)
-                           spdlog::warn("reader events: reading the ring buffer failed");
-                       wait();
-                   });
-}
-
-int ReaderEventLog::on_event(void* self, void* data, std::size_t size) {
-    auto* log = static_cast<ReaderEventLog*>(self);
-    if (size < sizeof(sockaccel_reader_event)) return 0;
+void ReaderEventLog::on_event(const void* data, std::size_t size) {
+    if (size < sizeof(sockaccel_reader_event)) return;
     const auto* ev = static_cast<const sockaccel_reader_event*>(data);
-    if (!log->logged_.insert({ev->cgroup_id, ev->reason}).second) return 0;
+    if (!logged_.insert({ev->cgroup_id, ev->reason}).second) return;
     spdlog::warn(
         "reader check: cgroup {} has {}; its connections stay on TCP (first seen on port {} to "
         "{}; counter {}). If its program is meant to be accelerated, it must use non-blocking "
         "sockets; otherwise take it out of the scope",
-        log->cgroup_path(ev->cgroup_id), reason_text(ev->reason), ev->local_port, ev->remote_port,
+        cgroup_path(ev->cgroup_id), reason_text(ev->reason), ev->local_port, ev->remote_port,
         ev->reason == SOCKACCEL_CNT_READER_BLOCKING ? "reader_blocking"
         : ev->reason == SOCKACCEL_CNT_READER_LOWAT  ? "reader_lowat"
                                                     : "reader_unknown");
-    return 0;
 }
 
 // The path of the cgroup with this id (its directory's inode), found by a

@@ -16,11 +16,9 @@
 #include <utility>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 
 #include "error.h"
-
-struct ring_buffer;
+#include "ring_buffer.h"
 
 namespace sockaccel {
 
@@ -29,20 +27,15 @@ public:
     // `map_fd`: the reader_events ring buffer; `cgroup_root`: the cgroup v2
     // mount, to name a cgroup by its path.
     ReaderEventLog(boost::asio::io_context& io, std::string cgroup_root);
-    ~ReaderEventLog();
-    ReaderEventLog(const ReaderEventLog&) = delete;
-    ReaderEventLog& operator=(const ReaderEventLog&) = delete;
 
-    [[nodiscard]] Result<void> start(int map_fd);
+    [[nodiscard]] Result<void> start(int map_fd) { return reader_.start(map_fd); }
 
 private:
-    static int on_event(void* self, void* data, std::size_t size);
-    void wait();
+    void on_event(const void* data, std::size_t size);
     std::string cgroup_path(std::uint64_t id) const;
 
-    boost::asio::posix::stream_descriptor fd_;
+    RingBufferReader reader_;
     std::string root_;
-    ring_buffer* rb_ = nullptr;
     std::set<std::pair<std::uint64_t, std::uint32_t>> logged_;
 };
 

@@ -187,6 +187,44 @@ int recv_fd(int via) {
                 sent += n;
                 reply("ok sent " + std::to_string(sent));
             }
+        } else if (cmd.rfind("writes ", 0) == 0) {
+            // "writes N SIZE": N more bytes of the stream in writes of SIZE bytes each.
+            std::size_t n = 0, size = 1;
+            std::sscanf(cmd.c_str() + 7, "%zu %zu", &n, &size);
+            std::vector<std::uint8_t> buf(std::max<std::size_t>(size, 1));
+            bool ok = true;
+            for (std::size_t done = 0; ok && done < n;) {
+                const std::size_t len = std::min(buf.size(), n - done);
+                for (std::size_t i = 0; i < len; ++i) buf[i] = pattern(sent + done + i);
+                ok = write_all_nonblocking(cli, buf.data(), len);
+                done += len;
+            }
+            if (ok) sent += n;
+            reply(ok ? "ok sent " + std::to_string(sent)
+                     : std::string("fail writes: ") + std::strerror(errno));
+        } else if (cmd.rfind("rr ", 0) == 0) {
+            // "rr N SIZE": N round trips of SIZE bytes: the client writes, the server reads
+            // and checks, answers as much, and the client reads and checks.
+            std::size_t n = 0, size = 1;
+            std::sscanf(cmd.c_str() + 3, "%zu %zu", &n, &size);
+            std::vector<std::uint8_t> buf(size), got(size);
+            std::string verdict;
+            for (std::size_t r = 0; verdict.empty() && r < n; ++r) {
+                for (std::size_t i = 0; i < size; ++i) buf[i] = pattern(sent + i);
+                if (!write_all_nonblocking(cli, buf.data(), size) ||
+                    !read_exact_nonblocking(srv, got.data(), size) || got != buf) {
+                    verdict = "fail request " + std::to_string(r);
+                    break;
+                }
+                sent += size;
+                received += size;
+                for (std::size_t i = 0; i < size; ++i) buf[i] = pattern(server_sent + i + 7);
+                if (!write_all_nonblocking(srv, buf.data(), size) ||
+                    !read_exact_nonblocking(cli, got.data(), size) || got != buf)
+                    verdict = "fail response " + std::to_string(r);
+                server_sent += size;
+            }
+            reply(verdict.empty() ? "ok rr " + std::to_string(n) : verdict);
         } else if (cmd.rfind("fill ", 0) == 0) {
             // "fill N MS": send up to N more bytes until the socket stays unwritable for
             // MS ms; reports how many were accepted.
@@ -325,6 +363,12 @@ std::string HeldPair::fill(std::size_t n, int blocked_ms) {
     return command("fill " + std::to_string(n) + " " + std::to_string(blocked_ms));
 }
 std::string HeldPair::read_all() { return command("read"); }
+std::string HeldPair::writes(std::size_t n, std::size_t size) {
+    return command("writes " + std::to_string(n) + " " + std::to_string(size));
+}
+std::string HeldPair::round_trips(std::size_t n, std::size_t size) {
+    return command("rr " + std::to_string(n) + " " + std::to_string(size));
+}
 std::string HeldPair::server_send(std::size_t n) { return command("ssend " + std::to_string(n)); }
 std::string HeldPair::server_blocking(bool blocking) {
     return command(blocking ? "sblocking" : "snonblocking");

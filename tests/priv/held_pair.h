@@ -30,6 +30,12 @@ public:
     std::string fill(std::size_t n, int blocked_ms);
     // Server reads everything sent so far and checks every byte, in order.
     std::string read_all();
+    // Client sends `n` more bytes of the stream in writes of `size` bytes; the server does not
+    // read ("ok sent TOTAL").
+    std::string writes(std::size_t n, std::size_t size);
+    // `n` round trips of `size` bytes: the client writes, the server reads and checks and
+    // answers as much, the client reads and checks ("ok rr N"). Leaves nothing unread.
+    std::string round_trips(std::size_t n, std::size_t size);
     // Both sockets closed; the child exits.
     std::string close();
 

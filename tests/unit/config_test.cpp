@@ -160,3 +160,26 @@ TEST_CASE("config_to_json round-trips through the parser") {
     REQUIRE(again);
     CHECK(again->redirect.max_unread_bytes == 0u);
 }
+
+TEST_CASE("redirect.demote is on by default; its thresholds take 0 (off) or a bounded size") {
+    auto d = parse_config("{}", "x");
+    REQUIRE(d);
+    CHECK(d->redirect.demote);
+    CHECK(d->redirect.demote_small_write_bytes == 8192);
+    CHECK(d->redirect.demote_held_sends == 4096);
+    auto r = parse_config(
+        R"({"redirect":{"demote":false,"demote_small_write_bytes":0,"demote_held_sends":16}})",
+        "x");
+    REQUIRE(r);
+    CHECK_FALSE(r->redirect.demote);
+    CHECK(r->redirect.demote_small_write_bytes == 0);
+    CHECK(r->redirect.demote_held_sends == 16);
+    CHECK(error_of(R"({"redirect":{"demote":1}})") ==
+          "test.json: key \"redirect.demote\": must be true or false");
+    CHECK(error_of(R"({"redirect":{"demote_small_write_bytes":1048577}})") ==
+          "test.json: key \"redirect.demote_small_write_bytes\": must be 0 or an integer between "
+          "1 and 1048576");
+    CHECK(error_of(R"({"redirect":{"demote_held_sends":-1}})") ==
+          "test.json: key \"redirect.demote_held_sends\": must be 0 or an integer between 1 and "
+          "1073741824");
+}

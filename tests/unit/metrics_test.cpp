@@ -38,7 +38,7 @@ TEST_CASE("metrics: every sample has HELP and TYPE, and the text format's syntax
     const std::string text = render_metrics(sample());
     REQUIRE(text.back() == '\n');
     const std::regex sample_line(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-z_]+="([^"\\]|\\.)*"(,[a-z_]+="([^"\\]|\\.)*")*\})? [0-9]+$)");
-    std::set<std::string> helped, typed, seen;
+    std::set<std::string> helped, typed, seen, series;
     std::istringstream in(text);
     for (std::string line; std::getline(in, line);) {
         INFO(line);
@@ -54,13 +54,18 @@ TEST_CASE("metrics: every sample has HELP and TYPE, and the text format's syntax
             std::smatch m;
             REQUIRE(std::regex_match(line, m, sample_line));
             CHECK(m[1].str().rfind("sockaccel_", 0) == 0);
-            CHECK(seen.insert(m[1].str()).second);  // each metric once
+            seen.insert(m[1].str());
+            CHECK(series.insert(m[1].str() + m[2].str()).second);  // each series once
         }
     }
     CHECK(seen == helped);
     CHECK(seen == typed);
-    // Every data-plane counter is exported.
-    CHECK(seen.size() == 11 + SOCKACCEL_CNT__MAX);
+    // Every data-plane counter is exported: the three demotion reasons as
+    // one family with a reason label.
+    CHECK(seen.size() == 13 + SOCKACCEL_CNT__MAX - 2);
+    CHECK(series.size() == 13 + SOCKACCEL_CNT__MAX);
+    CHECK(text.find("sockaccel_demoted_sockets_total{reason=\"reader\"} 1027\n") !=
+          std::string::npos);
     CHECK(text.find("sockaccel_redirected_bytes_total 1006\n") != std::string::npos);
     CHECK(text.find("sockaccel_map_entries 7\n") != std::string::npos);
     CHECK(text.find("sockaccel_drain_pending_bytes 150000\n") != std::string::npos);

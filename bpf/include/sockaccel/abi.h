@@ -13,7 +13,7 @@
 
 #include <linux/types.h>
 
-#define SOCKACCEL_ABI_VERSION 5
+#define SOCKACCEL_ABI_VERSION 6
 
 /* Address families as the kernel reports them (AF_INET, AF_INET6). Spelled out
  * so the BPF side does not need <sys/socket.h>. */
@@ -123,6 +123,27 @@ enum sockaccel_counter {
 	 * compatible and has read every TCP byte (SOCKACCEL_SK_HOLD_READER). */
 	SOCKACCEL_CNT_READER_HOLDS,
 	SOCKACCEL_CNT_READER_RESUMES,
+	/* Demotion (SOCKACCEL_CFG_DEMOTE): sockets whose connection runs
+	 * slower redirected than on TCP, moved back to TCP for good. Counted
+	 * once per demoting socket, by reason; the daemon then takes the pair
+	 * out of the sockhash through the lossless drain.
+	 * Small writes queued behind unread ones: in a window of
+	 * SOCKACCEL_DEMOTE_WINDOW redirected sends, at least half were smaller
+	 * than demote_small_bytes and found the peer's previous redirected
+	 * data still unread. TCP would have coalesced them into one segment
+	 * and one wakeup; redirected, each is its own message. */
+	SOCKACCEL_CNT_DEMOTE_SMALL_WRITES,
+	/* Held by back-pressure (SOCKACCEL_SK_HELD_BACK) for demote_held_sends
+	 * sends in a row without being able to resume: the sender keeps
+	 * outrunning its reader, and TCP through a socket in a sockhash is
+	 * slower than plain TCP. */
+	SOCKACCEL_CNT_DEMOTE_BACKPRESSURE,
+	/* Held for its peer's reader (SOCKACCEL_SK_HOLD_READER) for
+	 * demote_held_sends sends in a row: the reader stays incompatible. */
+	SOCKACCEL_CNT_DEMOTE_READER,
+	/* A demotion was due but the demote_events ring buffer was full; the
+	 * socket stays as it was and is judged again (nothing is marked). */
+	SOCKACCEL_CNT_DEMOTE_DEFERRED,
 	SOCKACCEL_CNT__MAX,
 };
 
@@ -134,7 +155,15 @@ enum sockaccel_config_flag {
 	/* sk_msg redirects. Cleared to drain: every sender then falls back to
 	 * TCP for good (see the ordering rule in sockaccel.bpf.c). */
 	SOCKACCEL_CFG_REDIRECT = 1u << 1,
+	/* sk_msg demotes connections that run slower redirected (the
+	 * SOCKACCEL_CNT_DEMOTE_* counters); needs the kernel reads of
+	 * sockaccel_redirect. */
+	SOCKACCEL_CFG_DEMOTE = 1u << 2,
 };
+
+/* Redirected sends per small-write demotion window; half of them must be
+ * small writes into unread data. */
+#define SOCKACCEL_DEMOTE_WINDOW 128
 
 /* Run-time configuration: element 0 of an array map. Written by the daemon,
  * read by every program on every event, so changing behaviour never needs a
@@ -156,7 +185,11 @@ struct sockaccel_config {
 	__u64 max_unread_bytes;
 	__u32 policy;      /* enum sockaccel_policy_flag */
 	__u32 pad;
-	__u64 reserved[1]; /* zero; room to grow without a new layout */
+	/* Demotion (SOCKACCEL_CFG_DEMOTE): a redirected send smaller than
+	 * this, into a peer with unread redirected data, is a small write;
+	 * and a sender held on TCP for this many sends in a row is demoted. */
+	__u32 demote_small_bytes;
+	__u32 demote_held_sends;
 };
 
 /*
@@ -242,13 +275,26 @@ enum sockaccel_sk_flag {
 	 * redirected data, not because of its backlog (the counters differ;
 	 * the hold is lifted the same way). */
 	SOCKACCEL_SK_HOLD_READER = 1u << 6,
+	/* Demoted (with TCP_PATH), and why: its connection goes back to TCP
+	 * for good and leaves the sockhash through the drain. */
+	SOCKACCEL_SK_DEMOTED_SMALL_WRITES = 1u << 7,
+	SOCKACCEL_SK_DEMOTED_BACKPRESSURE = 1u << 8,
+	SOCKACCEL_SK_DEMOTED_READER = 1u << 9,
 };
+#define SOCKACCEL_SK_DEMOTED                                                   \
+	(SOCKACCEL_SK_DEMOTED_SMALL_WRITES | SOCKACCEL_SK_DEMOTED_BACKPRESSURE | \
+	 SOCKACCEL_SK_DEMOTED_READER)
 
 /* Per-socket state in a BPF_MAP_TYPE_SK_STORAGE map; lives and dies with the
  * socket, whatever happens to the sockhash entry. */
 struct sockaccel_sk_state {
 	__u32 flags; /* enum sockaccel_sk_flag */
-	__u32 pad;
+	/* Small-write demotion: the current window's redirected sends, and of
+	 * those the small writes into unread data. Updated without atomics by
+	 * the socket's own sends: a lost update between two threads sending
+	 * at once only shifts the estimate. */
+	__u16 window_sends;
+	__u16 window_small;
 	/* While HELD_BACK: the kernel address of the peer socket, recorded by
 	 * the redirect that found it backlogged, or from the peer's gate (a
 	 * reader hold). Only ever read through
@@ -256,6 +302,9 @@ struct sockaccel_sk_state {
 	 * only delay or trigger a resume whose redirect then misses (a closed
 	 * peer is gone from the sockhash), never misdirect data. */
 	__u64 peer_sk;
+	/* Sends held on TCP in a row (HELD_BACK), for demotion. */
+	__u32 held_sends;
+	__u32 pad;
 };
 
 #define SOCKACCEL_GATE_CLAIM_PASS_SHIFT 32
@@ -394,6 +443,16 @@ struct sockaccel_reader_event {
 	__u16 remote_port;
 };
 
+/* What sk_msg reports, through the demote_events ring buffer, when it
+ * demotes a socket: its sockhash key and the reason (a
+ * SOCKACCEL_CNT_DEMOTE_* counter). The daemon claims it and its peer for
+ * the drain. Not pinned. */
+struct sockaccel_demote_event {
+	struct sockaccel_key key;
+	__u32 reason;
+	__u32 pad;
+};
+
 /* What sockaccel_count_map writes for each sockhash on the host. */
 struct sockaccel_map_count {
 	__u32 map_id;
@@ -406,7 +465,8 @@ static_assert(sizeof(struct sockaccel_gate) == 16, "sockaccel_gate layout");
 static_assert(sizeof(struct sockaccel_reader_event) == 16, "sockaccel_reader_event layout");
 static_assert(sizeof(struct sockaccel_key) == 48, "sockaccel_key layout");
 static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout");
-static_assert(sizeof(struct sockaccel_sk_state) == 16, "sockaccel_sk_state layout");
+static_assert(sizeof(struct sockaccel_sk_state) == 24, "sockaccel_sk_state layout");
+static_assert(sizeof(struct sockaccel_demote_event) == 56, "sockaccel_demote_event layout");
 static_assert(sizeof(struct sockaccel_drain_ctl) == 8, "sockaccel_drain_ctl layout");
 static_assert(sizeof(struct sockaccel_drain_record) == 72, "sockaccel_drain_record layout");
 static_assert(sizeof(struct sockaccel_cidr_key) == 20, "sockaccel_cidr_key layout");
@@ -416,7 +476,8 @@ _Static_assert(sizeof(struct sockaccel_gate) == 16, "sockaccel_gate layout");
 _Static_assert(sizeof(struct sockaccel_reader_event) == 16, "sockaccel_reader_event layout");
 _Static_assert(sizeof(struct sockaccel_key) == 48, "sockaccel_key layout");
 _Static_assert(sizeof(struct sockaccel_config) == 32, "sockaccel_config layout");
-_Static_assert(sizeof(struct sockaccel_sk_state) == 16, "sockaccel_sk_state layout");
+_Static_assert(sizeof(struct sockaccel_sk_state) == 24, "sockaccel_sk_state layout");
+_Static_assert(sizeof(struct sockaccel_demote_event) == 56, "sockaccel_demote_event layout");
 _Static_assert(sizeof(struct sockaccel_drain_ctl) == 8, "sockaccel_drain_ctl layout");
 _Static_assert(sizeof(struct sockaccel_drain_record) == 72, "sockaccel_drain_record layout");
 _Static_assert(sizeof(struct sockaccel_drain_verdict) == 16, "sockaccel_drain_verdict layout");

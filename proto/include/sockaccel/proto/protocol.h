@@ -78,7 +78,7 @@ inline constexpr std::int64_t kMaxFlushWaitMs = 600000;
 // bpf/include/sockaccel/abi.h (the daemon static_asserts the length).
 // Results also carry kCounterAddFailed, the sum of the two add_failed_*
 // reasons. Names are part of the protocol: append only.
-inline constexpr std::array<std::string_view, 25> kCounterNames = {
+inline constexpr std::array<std::string_view, 29> kCounterNames = {
     "sockets_added",        "add_failed_map_full", "add_failed_other",
     "add_skipped_disabled", "add_skipped_data_sent", "redirect_msgs",
     "redirect_bytes",       "redirect_misses",     "tcp_path_sockets",
@@ -87,7 +87,8 @@ inline constexpr std::array<std::string_view, 25> kCounterNames = {
     "fin_kept",             "gate_closed_sends",   "peer_not_local",
     "unclaimed_removed",    "policy_skipped",      "reader_blocking",
     "reader_lowat",         "reader_unknown",      "reader_holds",
-    "reader_resumes",
+    "reader_resumes",       "demoted_small_writes", "demoted_backpressure",
+    "demoted_reader",       "demote_deferred",
 };
 inline constexpr std::string_view kCounterAddFailed = "add_failed";
 

@@ -31,6 +31,13 @@ GAIN_ROWS = [
 ]
 
 
+def save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def gain(m):
     """How many times better 'on' is than 'off' (> 1: sockaccel helps)."""
     off, on = m["off"]["median"], m["on"]["median"]
@@ -64,10 +71,43 @@ def speedup_chart(scen, path, meta):
                  fontsize=9)
     hi = max(max(g for _, g, _, _ in rows), max(PROTOTYPE_GAIN.values())) + 0.35
     ax.set_xlim(min(0.4, min(g for _, g, _, _ in rows) - 0.1), hi)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return save(fig, path)
+
+
+def requests_chart(scen, path, meta):
+    """Every request workload (kind "requests"), one group of bars each: the gain in req/s,
+    p50, p99 and CPU per request."""
+    names = [n for n, e in scen.items() if e.get("kind") == "requests"]
+    if not names:
+        return False
+    metrics = [("requests", "req/s", "tab:blue"), ("p50 latency", "p50", "tab:cyan"),
+               ("p99 latency", "p99", "tab:purple"), ("CPU per request", "CPU/request", "tab:orange")]
+    fig, ax = plt.subplots(figsize=(8, 0.9 * len(names) + 1.8))
+    height = 0.8 / len(metrics)
+    top = len(names) - 1
+    hi = 1.0
+    for j, (label, short, color) in enumerate(metrics):
+        ys, gains = [], []
+        for i, n in enumerate(names):
+            m = scen[n]["metrics"].get(label)
+            g = gain(m) if m else None
+            if g is None:
+                continue
+            ys.append(top - i + 0.4 - (j + 0.5) * height)
+            gains.append(g)
+        ax.barh(ys, [g - 1 for g in gains], left=1, height=height * 0.9, color=color, label=short)
+        for y, g in zip(ys, gains):
+            ax.text(max(g, 1) + 0.02, y, f"×{g:.2f}", va="center", fontsize=6)
+        hi = max([hi] + gains)
+    ax.axvline(1, color="black", linewidth=0.8)
+    ax.set_yticks([top - i for i in range(len(names))], names, fontsize=8)
+    ax.set_xlabel("gain with sockaccel (off/on for latency and CPU, on/off for req/s; > 1 is better)")
+    ax.set_title(f"Request workloads, medians of {meta['rounds']} alternating rounds\n"
+                 "CPU per request: the benchmark cgroup's CPU time (clients, proxies, servers)",
+                 fontsize=9)
+    ax.set_xlim(left=min(0.4, ax.get_xlim()[0]), right=hi + 0.35)
+    ax.legend(fontsize=7, loc="lower right")
+    return save(fig, path)
 
 
 def latency_chart(scen, path, meta):
@@ -96,10 +136,7 @@ def latency_chart(scen, path, meta):
     ax.set_title("Round-trip latency" + (f", both ends on CPU {pin}" if pin not in ("", "none") else ""),
                  fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return save(fig, path)
 
 
 def control_chart(controls, path):
@@ -123,16 +160,15 @@ def control_chart(controls, path):
     ax.set_title("Control plane against a full map (lossless flush, idle connections)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return save(fig, path)
 
 
 def write(scen, control, out, meta):
     written = []
     if speedup_chart(scen, os.path.join(out, "speedup.png"), meta):
         written.append("speedup.png")
+    if requests_chart(scen, os.path.join(out, "requests.png"), meta):
+        written.append("requests.png")
     if latency_chart(scen, os.path.join(out, "latency.png"), meta):
         written.append("latency.png")
     if control and control_chart(control, os.path.join(out, "control-plane.png")):

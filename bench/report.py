@@ -12,7 +12,8 @@ import statistics
 import sys
 import time
 
-# name: (description, [(metric label, unit, path into the result, lower is better)])
+# name: (description, kind); METRICS[kind]: [(metric label, unit, path into the result, lower
+# is better)]
 SCENARIOS = {
     "rr_tcp_64": ("round trip 64 B, TCP", "rr"),
     "rr_tcp_4k": ("round trip 4 KiB, TCP", "rr"),
@@ -27,7 +28,12 @@ SCENARIOS = {
     "stream_unix_64k": ("stream of 64 KiB writes, AF_UNIX (reference)", "stream"),
     "iperf3": ("iperf3, loopback", "iperf3"),
     "connrate": ("connect/accept/close, TCP", "connrate"),
-    "nginx": ("wrk -> nginx LB -> 2 nginx backends (keepalive)", "nginx"),
+    "nginx": ("wrk -> nginx LB -> 2 nginx backends (keepalive)", "requests"),
+    "redis_p1": ("redis-benchmark SET+GET, 20 clients -> redis-server", "requests"),
+    "redis_p16": ("redis-benchmark SET+GET, 20 clients pipelining 16 -> redis-server", "requests"),
+    "pgbench": ("pgbench -S, 4 clients -> PostgreSQL 15 over TCP", "requests"),
+    "haproxy": ("wrk -> HAProxy (mode tcp) -> 2 nginx backends", "requests"),
+    "proxy_chain": ("wrk -> HAProxy -> HAProxy -> 1 nginx backend", "requests"),
     "outside_rr_tcp_64": ("round trip 64 B, TCP, outside the scope (hook cost)", "rr"),
     "outside_connrate": ("connect/accept/close, TCP, outside the scope (hook cost)", "connrate"),
 }
@@ -39,14 +45,20 @@ METRICS = {
     "iperf3": [("throughput", "Gbit/s", ("gbit_per_s",), False),
                ("retransmits", "per run", ("retransmits",), True)],
     "connrate": [("connections", "1/s", ("connections_per_s",), False)],
-    "nginx": [("requests", "1/s", ("requests_per_s",), False),
-              ("p50 latency", "µs", ("latency_us", "p50"), True),
-              ("p99 latency", "µs", ("latency_us", "p99"), True)],
+    # The request workloads (bench/workloads.py gives them all the same fields). CPU per
+    # request: the benchmark cgroup's CPU time (client, proxies, servers) over the requests.
+    "requests": [("requests", "1/s", ("requests_per_s",), False),
+                 ("p50 latency", "µs", ("latency_us", "p50"), True),
+                 ("p99 latency", "µs", ("latency_us", "p99"), True),
+                 ("CPU per request", "µs", ("cpu_us_per_request",), True)],
 }
 
 
 def dig(d, path):
+    """The value at path, or None where a result lacks it (one saved before the metric was)."""
     for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
         d = d[k]
     return d
 
@@ -127,6 +139,34 @@ def control_table(controls):
     return md
 
 
+def requests_table(scen):
+    """The request workloads, one row each: off → on (on/off) of every metric they have."""
+    rows = {n: e for n, e in scen.items() if e["kind"] == "requests"}
+    if not rows:
+        return []
+    labels = [m[0] for m in METRICS["requests"]]
+    units = {m[0]: m[1] for m in METRICS["requests"]}
+    md = ["## Request workloads", "",
+          "Clients, proxies and servers all in the benchmark cgroup. CPU per request: the "
+          "cgroup's CPU time (`usage_usec` in its `cpu.stat`) across the client's run, over the "
+          "requests it completed; it covers the client, the proxies and the servers, not "
+          "sockacceld. Medians, off → on (on/off).", "",
+          "| workload | " + " | ".join(f"{l} ({units[l]})" for l in labels) + " |",
+          "| --- |" + " --- |" * len(labels)]
+    for e in rows.values():
+        cells = []
+        for label in labels:
+            m = e["metrics"].get(label)
+            if m is None:
+                cells.append("–")
+                continue
+            r = f" (×{m['ratio_on_off']:.2f})" if m["ratio_on_off"] is not None else ""
+            cells.append(f"{fmt(m['off']['median'])} → {fmt(m['on']['median'])}{r}")
+        md.append(f"| {e['description']} | " + " | ".join(cells) + " |")
+    md.append("")
+    return md
+
+
 def write_charts(scen, control, out, meta):
     """PNG charts next to bench.md; returns their file names (none if matplotlib is missing)."""
     try:
@@ -154,10 +194,14 @@ def main():
         runs = [r for r in rows if r["scenario"] == name]
         if not runs:
             continue
-        entry = {"description": desc, "metrics": {}}
+        entry = {"description": desc, "kind": kind, "metrics": {}}
         for label, unit, path, lower in METRICS[kind]:
-            off = [float(dig(r["result"], path)) for r in runs if r["phase"] == "off"]
-            on = [float(dig(r["result"], path)) for r in runs if r["phase"] == "on"]
+            off = [float(v) for r in runs if r["phase"] == "off"
+                   if (v := dig(r["result"], path)) is not None]
+            on = [float(v) for r in runs if r["phase"] == "on"
+                  if (v := dig(r["result"], path)) is not None]
+            if not off or not on:
+                continue
             m = {"unit": unit, "lower_is_better": lower, "off": summary(off), "on": summary(on)}
             m["ratio_on_off"] = (m["on"]["median"] / m["off"]["median"]
                                  if m["off"]["median"] else None)
@@ -207,10 +251,11 @@ def main():
               f"Load average before/after: {a.load_before} / {a.load_after}.")
     md.append("")
     md.append("Off: sockacceld stopped. On: sockacceld attached to the benchmark's own cgroup. "
-              "Median over rounds, min–max in brackets. For latency and retransmits, lower is "
-              "better (ratio < 1 is a gain); otherwise higher is better. AF_UNIX does not go "
-              "through sockaccel: its ratio shows the noise level.")
+              "Median over rounds, min–max in brackets. For latency, CPU time and retransmits, "
+              "lower is better (ratio < 1 is a gain); otherwise higher is better. AF_UNIX does "
+              "not go through sockaccel: its ratio shows the noise level.")
     md.append("")
+    md.extend(requests_table(scen))
     md.append("| scenario | metric | off | on | on/off | on runs: msgs redirected / passed; sockets added (median) |")
     md.append("| --- | --- | --- | --- | --- | --- |")
     for name, e in scen.items():
@@ -286,7 +331,8 @@ def main():
     # The outside_* scenarios measure processes outside the scope: nothing
     # redirected is what they are for.
     unaccel = [n for n, e in scen.items()
-               if ("tcp" in n or n in ("iperf3",)) and not n.startswith("outside_")
+               if ("tcp" in n or n in ("iperf3",) or e["kind"] == "requests")
+               and not n.startswith("outside_")
                if e["on_counters"]["redirect_msgs"] and min(e["on_counters"]["redirect_msgs"]) == 0]
     if unaccel:
         md.append(f"**Warning:** some 'on' runs redirected nothing: {', '.join(unaccel)}.")

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+#
+# bench/run's request workloads: turns what a client printed (wrk) into the one JSON line
+# bench/run records, the same fields for every client:
+#   requests, requests_per_s, latency_us {p50, p99}, cpu_usec, cpu_us_per_request
+# cpu_usec is the benchmark cgroup's usage_usec (cpu.stat) across the client's run, measured by
+# bench/run; divided by the requests the client completed, it is the CPU time a request cost
+# the client, the proxies and the servers together. Exits non-zero, with the client's output,
+# on anything that says the run is broken (errors, nothing completed, output it cannot read):
+# bench/run then fails, as it does for a broken run of its own load tool.
+import argparse
+import json
+import re
+import sys
+
+
+def fail(what, text=""):
+    sys.exit(f"bench/workloads.py: {what}" + (f"\n{text}" if text else ""))
+
+
+def result(mode, requests, rps, p50, p99, cpu_usec, **extra):
+    if requests <= 0:
+        fail(f"{mode}: no request completed")
+    out = {"mode": mode, "requests": requests, "requests_per_s": rps,
+           "latency_us": {"p50": p50, "p99": p99}, "cpu_usec": cpu_usec,
+           "cpu_us_per_request": cpu_usec / requests}
+    out.update(extra)
+    return out
+
+
+def wrk(a):
+    text = open(a.output).read()
+
+    def us(v):  # wrk prints 420.00us, 1.62ms, 2.00s
+        m = re.fullmatch(r"([0-9.]+)(us|ms|s)", v)
+        return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([0-9.]+)", text)
+    done = re.search(r"^\s*([0-9]+) requests in ", text, re.M)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", text, re.M))
+    if not rps or not done or "50" not in lat or "99" not in lat:
+        fail("wrk: unexpected output", text)
+    errors = re.search(r"Non-2xx or 3xx responses.*|Socket errors.*", text)
+    if errors:
+        fail(f"wrk: {errors.group(0)}", text)
+    return result("wrk", int(done.group(1)), float(rps.group(1)), us(lat["50"]), us(lat["99"]),
+                  a.cpu_usec)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="client", required=True)
+    p = sub.add_parser("wrk", help="wrk --latency output")
+    p.add_argument("output")
+    p.add_argument("--cpu-usec", type=int, required=True)
+    p.set_defaults(func=wrk)
+    a = ap.parse_args()
+    out = a.func(a)
+    if out is not None:
+        print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

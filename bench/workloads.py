@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
 #
-# bench/run's request workloads: turns what a client printed (wrk) into the one JSON line
-# bench/run records, the same fields for every client:
+# bench/run's request workloads: turns what a client printed (wrk, redis-benchmark) into
+# the one JSON line bench/run records, the same fields for every client:
 #   requests, requests_per_s, latency_us {p50, p99}, cpu_usec, cpu_us_per_request
 # cpu_usec is the benchmark cgroup's usage_usec (cpu.stat) across the client's run, measured by
 # bench/run; divided by the requests the client completed, it is the CPU time a request cost
@@ -10,6 +10,7 @@
 # on anything that says the run is broken (errors, nothing completed, output it cannot read):
 # bench/run then fails, as it does for a broken run of its own load tool.
 import argparse
+import csv
 import json
 import re
 import sys
@@ -48,6 +49,45 @@ def wrk(a):
                   a.cpu_usec)
 
 
+def redis_tests(path):
+    """{test: {rps, p50_us, p99_us}} from redis-benchmark --csv."""
+    text = open(path).read()
+    tests = {}
+    try:
+        for row in csv.DictReader(text.splitlines()):
+            tests[row["test"]] = {"rps": float(row["rps"]),
+                                  "p50_us": float(row["p50_latency_ms"]) * 1e3,
+                                  "p99_us": float(row["p99_latency_ms"]) * 1e3}
+    except (KeyError, ValueError, TypeError):
+        fail("redis-benchmark: unexpected output", text)
+    if not tests or any(t["rps"] <= 0 for t in tests.values()):
+        fail("redis-benchmark: a test without a rate", text)
+    return tests
+
+
+def redis(a):
+    tests = redis_tests(a.output)
+    want = set(a.tests.upper().split(","))
+    if set(tests) != want:
+        fail(f"redis-benchmark: tests {sorted(tests)}, want {sorted(want)}",
+             open(a.output).read())
+    # The tests run one after the other, a.requests each: the rate over all of them, and the
+    # mean of their percentiles (the same number of requests each).
+    seconds = sum(a.requests / t["rps"] for t in tests.values())
+    n = a.requests * len(tests)
+    return result("redis-benchmark", n, n / seconds,
+                  sum(t["p50_us"] for t in tests.values()) / len(tests),
+                  sum(t["p99_us"] for t in tests.values()) / len(tests),
+                  a.cpu_usec, pipeline=a.pipeline, tests=tests)
+
+
+def redis_calibrate(a):
+    """-n per test for a run of about a.seconds: the slowest test's rate of a short run."""
+    slowest = min(t["rps"] for t in redis_tests(a.output).values())
+    print(max(a.minimum, int(slowest * a.seconds / a.ntests)))
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="client", required=True)
@@ -55,6 +95,19 @@ def main():
     p.add_argument("output")
     p.add_argument("--cpu-usec", type=int, required=True)
     p.set_defaults(func=wrk)
+    p = sub.add_parser("redis", help="redis-benchmark --csv output")
+    p.add_argument("output")
+    p.add_argument("--requests", type=int, required=True, help="-n: requests per test")
+    p.add_argument("--tests", required=True, help="-t: the tests it ran")
+    p.add_argument("--pipeline", type=int, required=True)
+    p.add_argument("--cpu-usec", type=int, required=True)
+    p.set_defaults(func=redis)
+    p = sub.add_parser("redis-calibrate", help="the -n for a run of SECONDS")
+    p.add_argument("output")
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--ntests", type=int, required=True)
+    p.add_argument("--minimum", type=int, default=1000)
+    p.set_defaults(func=redis_calibrate)
     a = ap.parse_args()
     out = a.func(a)
     if out is not None:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
 #
-# bench/run's request workloads: turns what a client printed (wrk, redis-benchmark) into
-# the one JSON line bench/run records, the same fields for every client:
+# bench/run's request workloads: turns what a client printed (wrk, redis-benchmark, pgbench)
+# into the one JSON line bench/run records, the same fields for every client:
 #   requests, requests_per_s, latency_us {p50, p99}, cpu_usec, cpu_us_per_request
 # cpu_usec is the benchmark cgroup's usage_usec (cpu.stat) across the client's run, measured by
 # bench/run; divided by the requests the client completed, it is the CPU time a request cost
@@ -11,7 +11,9 @@
 # bench/run then fails, as it does for a broken run of its own load tool.
 import argparse
 import csv
+import glob
 import json
+import math
 import re
 import sys
 
@@ -88,6 +90,37 @@ def redis_calibrate(a):
     return None
 
 
+def percentile(values, p):
+    """Nearest rank: the smallest value with at least p% of the values at or below it."""
+    return values[max(0, math.ceil(p / 100 * len(values)) - 1)]
+
+
+def pgbench(a):
+    text = open(a.output).read()
+    processed = re.search(r"^number of transactions actually processed: ([0-9]+)", text, re.M)
+    failed = re.search(r"^number of failed transactions: ([0-9]+)", text, re.M)
+    tps = re.search(r"^tps = ([0-9.]+) \(without initial connection time\)", text, re.M)
+    if not processed or not tps:
+        fail("pgbench: unexpected output", text)
+    if failed and int(failed.group(1)):
+        fail(f"pgbench: {failed.group(1)} failed transactions", text)
+    # -l: one line per transaction, "client_id transaction_no time script_no epoch us", the
+    # latency (µs) in the third column; one file per thread.
+    lat = []
+    for f in glob.glob(a.log_glob):
+        for line in open(f):
+            cols = line.split()
+            if len(cols) < 3 or not cols[2].isdigit():
+                fail(f"pgbench: a transaction that did not complete in {f}: {line.strip()}")
+            lat.append(int(cols[2]))
+    n = int(processed.group(1))
+    if len(lat) != n:
+        fail(f"pgbench: {len(lat)} transactions logged, {n} processed", text)
+    lat.sort()
+    return result("pgbench", n, float(tps.group(1)), float(percentile(lat, 50)) if lat else 0.0,
+                  float(percentile(lat, 99)) if lat else 0.0, a.cpu_usec)
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="client", required=True)
@@ -108,6 +141,11 @@ def main():
     p.add_argument("--ntests", type=int, required=True)
     p.add_argument("--minimum", type=int, default=1000)
     p.set_defaults(func=redis_calibrate)
+    p = sub.add_parser("pgbench", help="pgbench's output and its -l logs")
+    p.add_argument("output")
+    p.add_argument("--log-glob", required=True)
+    p.add_argument("--cpu-usec", type=int, required=True)
+    p.set_defaults(func=pgbench)
     a = ap.parse_args()
     out = a.func(a)
     if out is not None:

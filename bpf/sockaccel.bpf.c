@@ -283,18 +283,37 @@ static __always_inline void reader_kept(__u64 addr, int verdict, struct bpf_sock
  * data advance it differs between kernels. And the peer must have worked its
  * redirect queue down to half the limit (hysteresis, so a sender does not
  * flap at the threshold). */
-static __always_inline int may_resume(struct bpf_sock *sk, __u64 peer_addr, __u64 limit)
+static __always_inline int may_resume(struct bpf_sock *sk, __u64 peer_addr, __u64 limit,
+				      __u32 *seq)
 {
 	struct tcp_sock *self = bpf_skc_to_tcp_sock(sk);
 	struct tcp_sock *peer = (struct tcp_sock *)peer_addr;
 
 	if (!self || !peer)
 		return 0;
-	if (BPF_CORE_READ(peer, rcv_nxt) != BPF_CORE_READ(self, write_seq))
+	*seq = BPF_CORE_READ(self, write_seq);
+	if (BPF_CORE_READ(peer, rcv_nxt) != *seq)
 		return 0;
 	if (BPF_CORE_READ((struct sock *)peer, sk_receive_queue.qlen) != 0)
 		return 0;
 	return unread_bytes((struct sock *)peer) < limit / 2;
+}
+
+/* A send may also resume on a hint (SOCKACCEL_SK_RESUME_HINT): a segment
+ * received while held found the peer drained up to resume_seq, and no TCP
+ * byte was written since. A sender that keeps outrunning its reader is
+ * seldom at a send just when the reader has caught up (on one core, the
+ * woken sender tends to run before the reader has read the rest); the ACK
+ * the reader sends once it has read everything is that moment, and it
+ * reaches the sender's own socket. */
+static __always_inline int resume_hinted(struct bpf_sock *sk, const struct sockaccel_sk_state *st)
+{
+	struct tcp_sock *self;
+
+	if (!(st->flags & SOCKACCEL_SK_RESUME_HINT))
+		return 0;
+	self = bpf_skc_to_tcp_sock(sk);
+	return self && BPF_CORE_READ(self, write_seq) == st->resume_seq;
 }
 
 /* The key of the socket behind a sockops or sk_msg context. Both context
@@ -481,15 +500,19 @@ static __always_inline int state_change(struct bpf_sock_ops *skops)
  * already took TCP for good in the sk_msg verdict; it leaves here, at the
  * ACK of that send.
  */
-static __always_inline int first_segment(struct bpf_sock_ops *skops)
+static __always_inline int first_segment(struct bpf_sock_ops *skops,
+					 struct sockaccel_sk_state *st)
 {
-	struct sockaccel_sk_state *st;
 	struct sockaccel_key key;
 	__u64 *gate;
 
-	/* Once is enough: every further segment would cost a callback. */
-	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
-						 ~BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
+	/* Once is enough: every further segment would cost a callback. A
+	 * sender held on TCP keeps them, for its resume hint (held_segment()). */
+	if (st)
+		__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_SEGMENT_SEEN);
+	if (!st || !(st->flags & SOCKACCEL_SK_HELD_BACK))
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+							 ~BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
 	if (key_of_skops(skops, &key) < 0)
 		return 1;
 	gate = gate_word(&key);
@@ -497,11 +520,8 @@ static __always_inline int first_segment(struct bpf_sock_ops *skops)
 		return 1;
 	/* Should we stay after all (a peer redirected into us), we must still
 	 * never redirect: no claimed peer. */
-	if (skops->sk) {
-		st = bpf_sk_storage_get(&sk_state, skops->sk, 0, 0);
-		if (st)
-			__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_TCP_PATH);
-	}
+	if (st)
+		__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_TCP_PATH);
 	if (gate_leave(&key, SOCKACCEL_CNT__MAX))
 		count(SOCKACCEL_CNT_UNCLAIMED_REMOVED, 1);
 	return 1;
@@ -546,19 +566,51 @@ static __always_inline int reader_segment(struct bpf_sock_ops *skops,
 	return 1;
 }
 
+/*
+ * A segment for a connecting socket that was held on TCP at its first
+ * segment (typically its first sends, made before the peer was accepted:
+ * a reader hold). While it stays held, each segment looks for the moment
+ * its peer has read every TCP byte and leaves a resume hint for the next
+ * send (resume_hinted()); once it is not held, segments stop. Runs with
+ * the socket locked, so our write_seq cannot move during the check.
+ */
+static __always_inline int held_segment(struct bpf_sock_ops *skops,
+					struct sockaccel_sk_state *st, struct bpf_sock *sk)
+{
+	struct sockaccel_config *cfg;
+	__u64 limit;
+	__u32 seq = 0;
+
+	if (!(st->flags & SOCKACCEL_SK_HELD_BACK)) {
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+							 ~BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
+		return 1;
+	}
+	cfg = config_get();
+	limit = cfg && cfg->max_unread_bytes ? cfg->max_unread_bytes : ~0ULL;
+	if (may_resume(sk, st->peer_sk, limit, &seq)) {
+		st->resume_seq = seq;
+		__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_RESUME_HINT);
+	}
+	return 1;
+}
+
 /* A segment arrived for a socket that asked for segments: an accepted
- * socket whose reader is not checked yet, or a connecting socket's first. */
+ * socket whose reader is not checked yet, a connecting socket's first, or
+ * a later one of a connecting socket held on TCP. */
 static __always_inline int segment(struct bpf_sock_ops *skops)
 {
-	struct sockaccel_sk_state *st;
+	struct sockaccel_sk_state *st = NULL;
 	struct bpf_sock *sk = skops->sk;
 
 	if (sk) {
 		st = bpf_sk_storage_get(&sk_state, sk, 0, 0);
 		if (st && (st->flags & SOCKACCEL_SK_READER_PENDING))
 			return reader_segment(skops, st, sk);
+		if (st && (st->flags & SOCKACCEL_SK_SEGMENT_SEEN))
+			return held_segment(skops, st, sk);
 	}
-	return first_segment(skops);
+	return first_segment(skops, st);
 }
 
 SEC("sockops")
@@ -760,6 +812,17 @@ static __always_inline int small_writes_window(struct sockaccel_sk_state *st, __
 	return small * 2 >= SOCKACCEL_DEMOTE_WINDOW;
 }
 
+/* Does this held send count towards demotion? A back-pressure hold
+ * always does. A hold for the peer's reader only while that reader is
+ * incompatible (blocking, SO_RCVLOWAT): a connection whose first sends came
+ * before the peer was accepted is held until the peer has caught up on
+ * them, which a stream can take thousands of sends to do, and it gains
+ * once it has. */
+static __always_inline int held_for_nothing(const struct sockaccel_sk_state *st)
+{
+	return !(st->flags & SOCKACCEL_SK_HOLD_READER) || reader_check(st->peer_sk) < READER_PENDING;
+}
+
 /* A sender held on TCP (HELD_BACK) that could not resume for
  * demote_held_sends sends in a row is demoted: by back-pressure, it keeps
  * outrunning its reader, and its sends pay for the sockhash for nothing;
@@ -795,6 +858,7 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int ker
 	__u64 limit, word, *gate;
 	struct sock *target;
 	int reader, demote_on;
+	__u32 seq = 0;
 
 	if (!sk)
 		goto pass;
@@ -815,8 +879,9 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int ker
 		if (!kernel_reads)
 			goto pass; /* cannot tell when to resume: stay on TCP */
 		/* A limit turned off since the hold lifts it on the same terms. */
-		if (!may_resume(sk, st->peer_sk, limit ? limit : ~0ULL)) {
-			if (demote_on && cfg->demote_held_sends &&
+		if (!may_resume(sk, st->peer_sk, limit ? limit : ~0ULL, &seq) &&
+		    !resume_hinted(sk, st)) {
+			if (demote_on && cfg->demote_held_sends && held_for_nothing(st) &&
 			    ++st->held_sends >= cfg->demote_held_sends)
 				demote_held(msg, st);
 			goto pass;
@@ -825,8 +890,8 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int ker
 		count(st->flags & SOCKACCEL_SK_HOLD_READER ? SOCKACCEL_CNT_READER_RESUMES
 							  : SOCKACCEL_CNT_BACKPRESSURE_RESUMES,
 		      1);
-		__sync_fetch_and_and(&st->flags,
-				     ~(SOCKACCEL_SK_HELD_BACK | SOCKACCEL_SK_HOLD_READER));
+		__sync_fetch_and_and(&st->flags, ~(SOCKACCEL_SK_HELD_BACK | SOCKACCEL_SK_HOLD_READER |
+						   SOCKACCEL_SK_RESUME_HINT));
 		st->held_sends = 0;
 	}
 
@@ -873,6 +938,7 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int ker
 		if (reader != READER_OK) {
 			st->peer_sk = peer_gate->sk;
 			st->held_sends = 0;
+			__sync_fetch_and_and(&st->flags, ~SOCKACCEL_SK_RESUME_HINT);
 			__sync_fetch_and_or(&st->flags,
 					    SOCKACCEL_SK_HELD_BACK | SOCKACCEL_SK_HOLD_READER);
 			count(SOCKACCEL_CNT_READER_HOLDS, 1);
@@ -902,6 +968,7 @@ static __always_inline int redirect_verdict(struct sk_msg_md *msg, const int ker
 		if (limit && unread_bytes(target) >= limit) {
 			st->peer_sk = (__u64)target;
 			st->held_sends = 0;
+			__sync_fetch_and_and(&st->flags, ~SOCKACCEL_SK_RESUME_HINT);
 			__sync_fetch_and_or(&st->flags, SOCKACCEL_SK_HELD_BACK);
 			count(SOCKACCEL_CNT_BACKPRESSURE_HOLDS, 1);
 		} else if (demote_on && cfg->demote_small_bytes &&

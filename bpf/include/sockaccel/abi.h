@@ -280,6 +280,13 @@ enum sockaccel_sk_flag {
 	SOCKACCEL_SK_DEMOTED_SMALL_WRITES = 1u << 7,
 	SOCKACCEL_SK_DEMOTED_BACKPRESSURE = 1u << 8,
 	SOCKACCEL_SK_DEMOTED_READER = 1u << 9,
+	/* With HELD_BACK: a received segment (sockops) found the peer had
+	 * read every TCP byte up to resume_seq, so a send that finds our
+	 * write_seq still there may resume (no TCP byte was sent since). */
+	SOCKACCEL_SK_RESUME_HINT = 1u << 10,
+	/* The connecting side's first received segment was seen (local-peer
+	 * detection ran); later segments arrive only while it is held. */
+	SOCKACCEL_SK_SEGMENT_SEEN = 1u << 11,
 };
 #define SOCKACCEL_SK_DEMOTED                                                   \
 	(SOCKACCEL_SK_DEMOTED_SMALL_WRITES | SOCKACCEL_SK_DEMOTED_BACKPRESSURE | \
@@ -304,7 +311,8 @@ struct sockaccel_sk_state {
 	__u64 peer_sk;
 	/* Sends held on TCP in a row (HELD_BACK), for demotion. */
 	__u32 held_sends;
-	__u32 pad;
+	/* Our write_seq when RESUME_HINT was set. */
+	__u32 resume_seq;
 };
 
 #define SOCKACCEL_GATE_CLAIM_PASS_SHIFT 32

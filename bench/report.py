@@ -207,7 +207,7 @@ def main():
                                  if m["off"]["median"] else None)
             entry["metrics"][label] = m
         # Whether the "on" runs were really accelerated: the daemon's counters per run.
-        red, pas, added, holds, eag = [], [], [], [], []
+        red, pas, added, holds, demoted, eag = [], [], [], [], [], []
         for r in runs:
             eag.append(r["result"].get("eagain_retries", 0))
             if r["phase"] == "on" and r.get("stats"):
@@ -216,8 +216,11 @@ def main():
                 pas.append(c["pass_msgs"])
                 added.append(c["sockets_added"])
                 holds.append(c["backpressure_holds"])
+                # Demoted sockets by reason (counters of ABI 6 and later).
+                demoted.append({k: c.get(f"demoted_{k}", 0)
+                                for k in ("small_writes", "backpressure", "reader")})
         entry["on_counters"] = {"redirect_msgs": red, "pass_msgs": pas, "sockets_added": added,
-                                "backpressure_holds": holds}
+                                "backpressure_holds": holds, "demoted": demoted}
         entry["eagain_retries_total"] = sum(eag)
         scen[name] = entry
 
@@ -267,6 +270,11 @@ def main():
                f"{fmt(statistics.median(added))}" if red else "–")
         if holds and max(holds):
             cnt += f"; back-pressure holds {fmt(statistics.median(holds))}"
+        dem = e["on_counters"].get("demoted", [])
+        for reason in ("small_writes", "backpressure", "reader"):
+            n = [d[reason] for d in dem]
+            if n and max(n):
+                cnt += f"; demoted ({reason.replace('_', ' ')}) {fmt(statistics.median(n))}"
         first = True
         for label, m in e["metrics"].items():
             off, on = m["off"], m["on"]
@@ -333,7 +341,9 @@ def main():
     unaccel = [n for n, e in scen.items()
                if ("tcp" in n or n in ("iperf3",) or e["kind"] == "requests")
                and not n.startswith("outside_")
-               if e["on_counters"]["redirect_msgs"] and min(e["on_counters"]["redirect_msgs"]) == 0]
+               if e["on_counters"]["redirect_msgs"] and min(e["on_counters"]["redirect_msgs"]) == 0
+               # A demoted run redirected its first window, then went back to TCP on purpose.
+               and not any(sum(d.values()) for d in e["on_counters"].get("demoted", []))]
     if unaccel:
         md.append(f"**Warning:** some 'on' runs redirected nothing: {', '.join(unaccel)}.")
         md.append("")

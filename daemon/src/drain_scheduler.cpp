@@ -127,6 +127,7 @@ void DrainScheduler::demote(const sockaccel_key& key) {
     }
     if (!any) return;
     ++demoted_pairs_;
+    demote_step_ = std::chrono::milliseconds(0);
     ensure_background();
 }
 
@@ -152,7 +153,9 @@ void DrainScheduler::ensure_background() {
 std::chrono::milliseconds DrainScheduler::background_step(const DrainReport& pass) {
     if (pass.flushed > 0 || pass.pending != pass.unreached) {
         unreached_step_ = std::chrono::milliseconds(0);
-        return kBackgroundStep;
+        if (drain_.demoting() == 0) return kBackgroundStep;
+        demote_step_ = std::min(kBackgroundStep, std::max(kDrainStep, demote_step_ * 2));
+        return demote_step_;
     }
     unreached_step_ = std::min(kUnreachedStepMax, std::max(kBackgroundStep, unreached_step_ * 2));
     return unreached_step_;

@@ -74,7 +74,9 @@ private:
     // progressing; when every pending socket is one no walk reaches (the
     // backend cannot see it), each fruitless pass doubles it up to a few
     // seconds, so a host with many such sockets does not spend its time
-    // looking for them.
+    // looking for them. While demoted sockets wait, it starts short and
+    // doubles up to the usual step: a demoted pair pays for the sockhash
+    // until it is out, and its reader usually empties it at once.
     std::chrono::milliseconds background_step(const DrainReport& pass);
 
     void absorb_background(const DrainReport& pass);
@@ -87,6 +89,7 @@ private:
     std::uint64_t demoted_pairs_ = 0;
     std::uint64_t demoted_removed_ = 0;
     std::chrono::milliseconds unreached_step_{0};
+    std::chrono::milliseconds demote_step_{0};
     bool background_running_ = false;
     bool stopped_ = false;
 };

@@ -306,14 +306,19 @@ static __always_inline int may_resume(struct bpf_sock *sk, __u64 peer_addr, __u6
  * woken sender tends to run before the reader has read the rest); the ACK
  * the reader sends once it has read everything is that moment, and it
  * reaches the sender's own socket. */
-static __always_inline int resume_hinted(struct bpf_sock *sk, const struct sockaccel_sk_state *st)
+static __always_inline int resume_hinted(struct bpf_sock *sk, struct sockaccel_sk_state *st)
 {
 	struct tcp_sock *self;
 
 	if (!(st->flags & SOCKACCEL_SK_RESUME_HINT))
 		return 0;
 	self = bpf_skc_to_tcp_sock(sk);
-	return self && BPF_CORE_READ(self, write_seq) == st->resume_seq;
+	if (self && BPF_CORE_READ(self, write_seq) == st->resume_seq)
+		return 1;
+	/* Stale: TCP bytes were written since. Dropped at once, so it can
+	 * never match again once write_seq has wrapped around. */
+	__sync_fetch_and_and(&st->flags, ~SOCKACCEL_SK_RESUME_HINT);
+	return 0;
 }
 
 /* The key of the socket behind a sockops or sk_msg context. Both context

@@ -257,8 +257,8 @@ void Daemon::log_missing_features() const {
         spdlog::warn("kernel feature missing: psock->msg_tot_len (unread byte counts and "
                      "back-pressure): a reader that stops lets its sender queue without bound");
     if (!features_.sk_msg_kernel_reads)
-        spdlog::warn("kernel feature missing: kernel reads in sk_msg programs (back-pressure); "
-                     "loading the basic redirect program");
+        spdlog::warn("kernel feature missing: kernel reads in sk_msg programs (back-pressure, "
+                     "demotion); loading the basic redirect program");
 }
 
 void Daemon::run_kernel_selftest() {

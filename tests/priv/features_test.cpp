@@ -91,6 +91,9 @@ TEST_CASE("features: without optional kernel features the data plane stays lossl
                : backends->front() == DrainBackend::sockhash ? "sockhash_iterator"
                                                               : "key_walk"));
         CHECK(status["features"]["backpressure"] == masked.backpressure());
+        // Demotion needs the full program's kernel reads; without them it is off.
+        CHECK(status["features"]["demotion"] == masked.sk_msg_kernel_reads);
+        CHECK(status["demotion"]["enabled"] == masked.sk_msg_kernel_reads);
 
         auto report = run_streamcheck(
             {"pair", "--addr", round % 2 ? "::1" : "127.0.0.1", "--server-cgroup", cg.path(),
